@@ -1,0 +1,41 @@
+"""tampo-core: TAMPO's adaptive sampling temperature for GRPO-style LLM RL.
+
+Two methods carry it: :meth:`TempMetaPolicy.sample` before each rollout batch and
+:meth:`TempMetaPolicy.observe` after its advantages are known. The maths lives in pure
+functions (``sparsemax``, ``temperature_advantage_sums``, ``minmax_distribution``,
+``nucleus_*``, ``multi_temperature_loglik*``); ``TempMetaPolicy`` holds only the state.
+"""
+
+from tampo_core.advantages import (
+    TemperatureAdvantageSums,
+    ema_update,
+    minmax_distribution,
+    temperature_advantage_sums,
+)
+from tampo_core.config import PAPER_TEMPERATURES, TampoConfig
+from tampo_core.kernel import multi_temperature_loglik
+from tampo_core.kernel_hidden import multi_temperature_loglik_from_hidden
+from tampo_core.meta_policy import TempMetaPolicy
+from tampo_core.nucleus import nucleus_distribution, nucleus_sample, nucleus_support
+from tampo_core.sparsemax import sparsemax
+from tampo_core.stats import ObserveStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PAPER_TEMPERATURES",
+    "ObserveStats",
+    "TampoConfig",
+    "TempMetaPolicy",
+    "TemperatureAdvantageSums",
+    "__version__",
+    "ema_update",
+    "minmax_distribution",
+    "multi_temperature_loglik",
+    "multi_temperature_loglik_from_hidden",
+    "nucleus_distribution",
+    "nucleus_sample",
+    "nucleus_support",
+    "sparsemax",
+    "temperature_advantage_sums",
+]
