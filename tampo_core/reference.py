@@ -1,14 +1,26 @@
 """A slow reference of TAMPO written line by line from the paper's equations.
 
 Pure Python floats and loops, no vectorisation: the property tests hold the fast code to it.
-It shares no code with the fast path (only the config).
+It shares no code with the fast path (only the config). ``reference_multi_temperature_loglik``
+is the float64 torch transcription of the likelihood the kernel tests compare against.
 """
 
 from __future__ import annotations
 
 import math
 
+from tampo_core._kernel_reference import reference_multi_temperature_loglik
 from tampo_core.config import TampoConfig
+
+__all__ = [
+    "ReferenceTampo",
+    "reference_batch_advantage",
+    "reference_loglik",
+    "reference_minmax_policy",
+    "reference_multi_temperature_loglik",
+    "reference_nucleus",
+    "reference_sparsemax",
+]
 
 
 def reference_sparsemax(values: list[float]) -> list[float]:
