@@ -1,0 +1,2 @@
+class TokensPrompt(dict):
+    """A plain dict, as vLLM's TypedDict is."""
