@@ -254,6 +254,7 @@ def main() -> int:
     try:
         import transformers
         from openrlhf.models.actor import Actor
+
         from tampo_core.adapters.openrlhf import _seam
 
         report["versions"] = {

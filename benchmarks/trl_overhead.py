@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 
 import trl_smollm2_arithmetic as example  # noqa: E402
+
 from tampo_core.adapters.trl import hidden_capture  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

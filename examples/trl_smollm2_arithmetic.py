@@ -124,10 +124,10 @@ def build_trainer(
     kind: str, model: Any, tokenizer: Any, options: argparse.Namespace, callbacks: list[Any]
 ) -> Any:
     """A ``GRPOTrainer`` (``kind="grpo"``, fixed T) or ``TampoGRPOTrainer`` (``"tampo"``)."""
-    from tampo_core.adapters.trl import TampoGRPOTrainer
     from trl import GRPOConfig, GRPOTrainer
 
     from tampo_core import TampoConfig
+    from tampo_core.adapters.trl import TampoGRPOTrainer
 
     generation_kwargs = (
         {"min_new_tokens": options.max_completion_length} if options.fixed_length else None

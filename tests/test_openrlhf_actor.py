@@ -20,6 +20,7 @@ from openrlhf.trainer.ppo_utils.experience import (  # noqa: E402
     Experience,
     split_experience_batch,
 )
+
 from tampo_core.adapters.openrlhf.action_loglik import sequence_key  # noqa: E402
 from tampo_core.adapters.openrlhf.policy_hook import PolicyLoglikHook  # noqa: E402
 

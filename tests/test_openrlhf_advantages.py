@@ -18,6 +18,7 @@ activate_standins()
 from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController  # noqa: E402
+
 from tampo_core.adapters.openrlhf.action_loglik import sequence_key  # noqa: E402
 from tampo_core.adapters.openrlhf.join import join_loglik, trajectory_advantages  # noqa: E402
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openrlhf_testkit as kit
 import pytest
+
 from tampo_core.adapters.openrlhf.options import TampoOptions, parse_tampo_args
 
 openrlhf = pytest.importorskip(
@@ -13,6 +14,7 @@ kit.activate_standins()
 
 import openrlhf.trainer.ppo_trainer as ppo_trainer_module  # noqa: E402
 import openrlhf.trainer.ppo_trainer_async as ppo_trainer_async_module  # noqa: E402
+
 from tampo_core.adapters.openrlhf import _seam, launch  # noqa: E402
 
 

@@ -30,14 +30,14 @@ from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController  # noqa: E402
 from openrlhf.utils import get_strategy  # noqa: E402
+
+from tampo_core import TampoConfig, TempMetaPolicy  # noqa: E402
 from tampo_core.adapters.openrlhf import TampoOptions, _seam  # noqa: E402
 from tampo_core.adapters.openrlhf.join import join_loglik  # noqa: E402
 from tampo_core.adapters.openrlhf.policy_hook import (  # noqa: E402
     install_policy_hook,
     pop_policy_loglik,
 )
-
-from tampo_core import TampoConfig, TempMetaPolicy  # noqa: E402
 
 TEMPERATURES = (0.6, 0.8, 1.0, 1.3)
 MICRO_BATCH = 2

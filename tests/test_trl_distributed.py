@@ -22,10 +22,10 @@ STEPS = 4
 
 
 def _worker(model_dir: Path, out_dir: Path) -> None:
-    from tampo_core.adapters.trl import TampoGRPOTrainer
     from test_trl_tiny_model import make_trainer
 
     from tampo_core import TampoConfig
+    from tampo_core.adapters.trl import TampoGRPOTrainer
 
     trainer = make_trainer(
         TampoGRPOTrainer,

@@ -12,10 +12,10 @@ import torch
 
 trl = pytest.importorskip("trl")
 
-from tampo_core.adapters.trl import TampoGRPOTrainer, _seam  # noqa: E402
 from test_trl_tiny_model import make_trainer, save_tiny_model  # noqa: E402
 
 from tampo_core import TampoConfig  # noqa: E402
+from tampo_core.adapters.trl import TampoGRPOTrainer, _seam  # noqa: E402
 
 TEMPS = (0.5, 1.0, 1.7)
 

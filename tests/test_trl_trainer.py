@@ -14,8 +14,6 @@ import torch
 
 trl = pytest.importorskip("trl")
 
-from tampo_core.adapters.trl import TampoGRPOTrainer, _seam  # noqa: E402
-from tampo_core.adapters.trl.trainer import STATE_FILE, TEMPERATURE_KEY  # noqa: E402
 from test_trl_tiny_model import (  # noqa: E402
     PROMPTS,
     WORDS,
@@ -27,6 +25,8 @@ from test_trl_tiny_model import (  # noqa: E402
 )
 
 from tampo_core import TampoConfig  # noqa: E402
+from tampo_core.adapters.trl import TampoGRPOTrainer, _seam  # noqa: E402
+from tampo_core.adapters.trl.trainer import STATE_FILE, TEMPERATURE_KEY  # noqa: E402
 
 TEMPS = (0.5, 1.0, 1.7)
 LEARNING = TampoConfig(temperatures=TEMPS, warmup_steps=0, top_p=1.0, ema_alpha=0.5)

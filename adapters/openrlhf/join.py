@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+
 from tampo_core.adapters.openrlhf import _seam
 from tampo_core.adapters.openrlhf.action_loglik import sequence_key
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from tampo_core.adapters.openrlhf import _seam
 from tampo_core.adapters.openrlhf.action_loglik import action_loglik, sequence_key
 

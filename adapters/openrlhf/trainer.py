@@ -21,12 +21,12 @@ import logging
 from typing import Any
 
 import ray
+
+from tampo_core import TampoConfig, TempMetaPolicy
 from tampo_core.adapters.openrlhf import _seam
 from tampo_core.adapters.openrlhf.join import join_loglik
 from tampo_core.adapters.openrlhf.options import TampoOptions
 from tampo_core.adapters.openrlhf.policy_hook import install_policy_hook, pop_policy_loglik
-
-from tampo_core import TampoConfig, TempMetaPolicy
 
 _seam.check_openrlhf_version()
 

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from tampo_core.adapters.trl._seam import backbone
 
 from tampo_core import multi_temperature_loglik_from_hidden
+from tampo_core.adapters.trl._seam import backbone
 
 
 class HiddenStateLoglik:

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from trl import GRPOTrainer
+
+from tampo_core import TampoConfig, TempMetaPolicy
 from tampo_core.adapters.trl import _seam
 from tampo_core.adapters.trl.extra_forward import loglik_by_extra_forward
 from tampo_core.adapters.trl.generation_round import GenerationRound
@@ -21,9 +24,6 @@ from tampo_core.adapters.trl.validation import (
     check_grpo_args,
     check_temperature,
 )
-from trl import GRPOTrainer
-
-from tampo_core import TampoConfig, TempMetaPolicy
 
 logger = logging.getLogger(__name__)
 
