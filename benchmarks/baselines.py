@@ -16,16 +16,8 @@ import torch
 from tampo_core import PAPER_TEMPERATURES
 
 
-class FixedTemperature:
-    """Always ``temperature``: plain GRPO."""
-
-    def __init__(self, temperature: float) -> None:
-        if not 0.0 < temperature < math.inf:
-            raise ValueError(f"temperature must be in (0, inf); got {temperature}")
-        self.temperature = float(temperature)
-
-    def sample(self) -> float:
-        return self.temperature
+class OpenLoop:
+    """Base of the baselines that ignore feedback: ``observe`` does nothing."""
 
     def observe(
         self,
@@ -39,7 +31,19 @@ class FixedTemperature:
         return None
 
 
-class LinearSchedule:
+class FixedTemperature(OpenLoop):
+    """Always ``temperature``: plain GRPO."""
+
+    def __init__(self, temperature: float) -> None:
+        if not 0.0 < temperature < math.inf:
+            raise ValueError(f"temperature must be in (0, inf); got {temperature}")
+        self.temperature = float(temperature)
+
+    def sample(self) -> float:
+        return self.temperature
+
+
+class LinearSchedule(OpenLoop):
     """``T_s = start + (end - start) * s / (total_steps - 1)`` for step s = 0..total_steps - 1
     (the paper's 0.9 -> 1.5 heuristic); held at ``end`` afterwards."""
 
@@ -57,19 +61,8 @@ class LinearSchedule:
         self.step += 1
         return self.start + (self.end - self.start) * frac
 
-    def observe(
-        self,
-        logits_or_logprobs: torch.Tensor,
-        advantages: torch.Tensor,
-        *,
-        tokens: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        source_temperature: float = 1.0,
-    ) -> None:
-        return None
 
-
-class UniformRandom:
+class UniformRandom(OpenLoop):
     """A fresh uniform draw from the candidate grid every step ("any variation helps")."""
 
     def __init__(self, temperatures: Sequence[float] = PAPER_TEMPERATURES, seed: int = 0) -> None:
@@ -80,17 +73,6 @@ class UniformRandom:
 
     def sample(self) -> float:
         return self.temperatures[int(self.rng.integers(len(self.temperatures)))]
-
-    def observe(
-        self,
-        logits_or_logprobs: torch.Tensor,
-        advantages: torch.Tensor,
-        *,
-        tokens: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        source_temperature: float = 1.0,
-    ) -> None:
-        return None
 
 
 def mean_token_entropy(

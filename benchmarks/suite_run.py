@@ -123,14 +123,7 @@ def _train(
     pool = train_pool(task, spec.sft)
     rng = np.random.default_rng(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
-    log: dict[str, list[Any]] = {
-        "temperature": [],
-        "reward": [],
-        "step_seconds": [],
-        "probs": [],
-        "support_size": [],
-        "entropy": [],
-    }
+    log = _empty_log()
     for step in range(spec.steps):
         if step % spec.curve_every == 0:
             curve.append(_curve_point(model, task, curve_set, step))
@@ -164,6 +157,12 @@ def _train(
     return log
 
 
+def _empty_log() -> dict[str, list[Any]]:
+    """Per-step training traces (empty for the ``sft`` method)."""
+    keys = ("temperature", "reward", "step_seconds", "probs", "support_size", "entropy")
+    return {key: [] for key in keys}
+
+
 def _curve_point(
     model: torch.nn.Module, task: Task, problems: list[Problem], step: int
 ) -> dict[str, float]:
@@ -180,14 +179,7 @@ def run(spec: RunSpec, cache_dir: Path | None = None) -> dict[str, Any]:
     held_out = eval_problems(task, spec.eval_size)
     curve: list[dict[str, float]] = []
     if spec.method == "sft":
-        log: dict[str, list[Any]] = {
-            "temperature": [],
-            "reward": [],
-            "step_seconds": [],
-            "probs": [],
-            "support_size": [],
-            "entropy": [],
-        }
+        log = _empty_log()
         curve.append(_curve_point(model, task, held_out[: spec.curve_size], 0))
     else:
         log = _train(spec, task, model, held_out[: spec.curve_size], curve)
