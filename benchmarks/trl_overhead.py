@@ -234,7 +234,7 @@ def main() -> None:
             "torch": torch.__version__,
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
-            "note": "shared 2-core machine; other jobs ran concurrently",
+            "note": "2-core machine that other jobs may share: compare the load averages",
         },
         "config": {
             "completions_per_step": options.prompts_per_step * options.num_generations,
