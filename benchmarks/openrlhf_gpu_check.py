@@ -39,6 +39,7 @@ def _importable_adapters() -> list[str]:
     """Make ``tampo_core.adapters`` importable from the source tree when it is not installed
     (it is the repository folder ``adapters/``); return the notes on what was done."""
     notes = []
+    sys.path.insert(0, str(REPO / "tests"))  # openrlhf_testkit: the by-definition reference
     if importlib.util.find_spec("flash_attn") is None:
         sys.path.insert(0, str(REPO / "tests" / "openrlhf_standins" / "flash_attn_standin"))
         notes.append("flash_attn: test stand-in (pure-torch padding helpers)")
@@ -95,29 +96,6 @@ def _batch(batch: int, seqlen: int, actions: int, vocab: int, device: str, seed:
     return sequences.to(device), attention_mask.to(device), action_mask.to(device)
 
 
-def _reference(logits, sequences, attention_mask, action_mask, packed, source):
-    from openrlhf.models.ring_attn_utils import gather_and_pad_tensor
-
-    batch, seqlen = sequences.shape
-    rolled = torch.roll(sequences, shifts=-1, dims=1)
-    raw = logits.float() * source
-    columns = []
-    for t in TEMPERATURES:
-        log_probs = torch.log_softmax(raw / t, dim=-1)
-        if packed:
-            flat = attention_mask.flatten().nonzero().squeeze(1)
-            targets = rolled.flatten()[flat].view(1, -1)
-            per_token = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            per_token = gather_and_pad_tensor(per_token, None, 0, flat, batch, seqlen)
-        else:
-            per_token = log_probs.gather(-1, rolled.unsqueeze(-1)).squeeze(-1)
-        del log_probs
-        per_token = per_token[:, :-1][:, -action_mask.shape[1] :]
-        mask = action_mask.float()
-        columns.append((per_token * mask).sum(1) / mask.sum(1))
-    return torch.stack(columns, dim=1)
-
-
 def _try_deepspeed(actor: Any, dtype: torch.dtype) -> dict:
     """Wrap ``actor.model`` in a DeepSpeed inference engine like OpenRLHF's eval prepare."""
     try:
@@ -152,6 +130,8 @@ def _hooked_forward(actor: Any, sequences, attention_mask, action_mask):
 
 
 def _check_layout(actor, packed: bool, source: float, sizes: dict, device: str) -> dict:
+    from openrlhf_testkit import reference_action_loglik
+
     from tampo_core.adapters.openrlhf.action_loglik import sequence_key
     from tampo_core.adapters.openrlhf.policy_hook import PolicyLoglikHook
 
@@ -169,8 +149,8 @@ def _check_layout(actor, packed: bool, source: float, sizes: dict, device: str) 
     mask = action_mask.float()
     at_source = ((log_probs * mask).sum(1) / mask.sum(1)).cpu()[valid]
     column = loglik[:, TEMPERATURES.index(source)][valid]
-    expected = _reference(
-        output["logits"], sequences, attention_mask, action_mask, packed, source
+    expected = reference_action_loglik(
+        output["logits"], sequences, attention_mask, action_mask, packed, source, TEMPERATURES
     ).cpu()
     return {
         "packed": packed,

@@ -370,3 +370,35 @@ def ray_runtime_env(paths: list[str]) -> dict:
             "HF_HUB_OFFLINE": "1",
         }
     }
+
+
+def reference_action_loglik(
+    logits: torch.Tensor,
+    sequences: torch.Tensor,
+    attention_mask: torch.Tensor,
+    action_mask: torch.Tensor,
+    packed: bool,
+    source: float,
+    temperatures: tuple[float, ...],
+) -> torch.Tensor:
+    """Masked mean of log_softmax(raw / T_k) at the action tokens, by the definition [B, K]."""
+    from openrlhf.models.ring_attn_utils import gather_and_pad_tensor
+
+    batch, seqlen = sequences.shape
+    rolled = torch.roll(sequences, shifts=-1, dims=1)
+    raw = logits.float() * source
+    columns = []
+    for t in temperatures:
+        log_probs = torch.log_softmax(raw / t, dim=-1)
+        if packed:
+            flat = attention_mask.flatten().nonzero().squeeze(1)
+            targets = rolled.flatten()[flat].view(1, -1)
+            per_token = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            per_token = gather_and_pad_tensor(per_token, None, 0, flat, batch, seqlen)
+        else:
+            per_token = log_probs.gather(-1, rolled.unsqueeze(-1)).squeeze(-1)
+        del log_probs
+        per_token = per_token[:, :-1][:, -action_mask.shape[1] :]
+        mask = action_mask.float()
+        columns.append((per_token * mask).sum(1) / mask.sum(1))
+    return torch.stack(columns, dim=1)

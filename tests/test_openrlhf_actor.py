@@ -11,11 +11,10 @@ pytest.importorskip(
     "openrlhf", reason="openrlhf is not installed (adapters/openrlhf/install-ci.sh installs it)"
 )
 
-from openrlhf_testkit import activate_standins, tiny_actor
+from openrlhf_testkit import activate_standins, reference_action_loglik, tiny_actor
 
 activate_standins()
 
-from openrlhf.models.ring_attn_utils import gather_and_pad_tensor  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience import (  # noqa: E402
     Experience,
     split_experience_batch,
@@ -46,27 +45,6 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return sequences, attention_mask, action_mask
 
 
-def _reference(logits, sequences, attention_mask, action_mask, packed, source):
-    """Masked mean of log_softmax(raw / T_k) at the action tokens, by the definition."""
-    batch, seqlen = sequences.shape
-    rolled = torch.roll(sequences, shifts=-1, dims=1)
-    raw = logits * source
-    columns = []
-    for t in TEMPERATURES:
-        log_probs = torch.log_softmax(raw / t, dim=-1)
-        if packed:
-            flat = attention_mask.flatten().nonzero().squeeze(1)
-            targets = rolled.flatten()[flat].view(1, -1)
-            per_token = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            per_token = gather_and_pad_tensor(per_token, None, 0, flat, batch, seqlen)
-        else:
-            per_token = log_probs.gather(-1, rolled.unsqueeze(-1)).squeeze(-1)
-        per_token = per_token[:, :-1][:, -action_mask.shape[1] :]
-        mask = action_mask.float()
-        columns.append((per_token * mask).sum(1) / mask.sum(1))
-    return torch.stack(columns, dim=1)
-
-
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("source", [0.8, 1.3])
 def test_hook_gives_the_definition_and_equals_action_log_probs(packed: bool, source: float):
@@ -83,7 +61,9 @@ def test_hook_gives_the_definition_and_equals_action_log_probs(packed: bool, sou
     loglik = stash[sequence_key(sequences)]
     assert loglik.shape == (4, len(TEMPERATURES)) and loglik.dtype == torch.float32
     assert torch.isnan(loglik[3]).all(), "a sample without action tokens gives a NaN row"
-    expected = _reference(output.logits, sequences, attention_mask, action_mask, packed, source)
+    expected = reference_action_loglik(
+        output.logits, sequences, attention_mask, action_mask, packed, source, TEMPERATURES
+    )
     torch.testing.assert_close(loglik[:3], expected[:3], atol=2e-5, rtol=1e-5)
     mask = action_mask.float()
     action_mean = (log_probs * mask).sum(1)[:3] / mask.sum(1)[:3]
