@@ -32,7 +32,10 @@ import torch
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-SUPPORTED_OPENRLHF = SpecifierSet(">=0.11.1,<0.12")
+from tampo_core.adapters._versions import require_version
+
+SUPPORTED_OPENRLHF_PIN = ">=0.11.1,<0.12"
+SUPPORTED_OPENRLHF = SpecifierSet(SUPPORTED_OPENRLHF_PIN)
 """OpenRLHF versions the adapter is tested against (the ``tampo-core[openrlhf]`` pin)."""
 
 TEMPERATURE_INFO_KEY = "tampo_temperature"
@@ -130,24 +133,8 @@ _LAUNCHER_SOURCE_CONTRACT = (
 
 
 def check_openrlhf_version(version: str | None = None) -> Version:
-    """Raise ImportError unless the installed (or given) OpenRLHF version is supported.
-
-    Returns:
-        The parsed version.
-    """
-    if version is None:
-        try:
-            version = importlib.metadata.version("openrlhf")
-        except importlib.metadata.PackageNotFoundError as error:
-            raise ImportError(
-                "the TAMPO OpenRLHF adapter needs openrlhf (pip install 'tampo-core[openrlhf]')"
-            ) from error
-    parsed = Version(version)
-    if parsed not in SUPPORTED_OPENRLHF:
-        raise ImportError(
-            f"the TAMPO OpenRLHF adapter supports openrlhf {SUPPORTED_OPENRLHF}, got {version}"
-        )
-    return parsed
+    """Raise ImportError unless the installed (or given) OpenRLHF version is supported."""
+    return require_version("openrlhf", SUPPORTED_OPENRLHF_PIN, "openrlhf", version)
 
 
 def _resolve(module: str, qualname: str) -> Any:

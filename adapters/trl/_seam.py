@@ -9,7 +9,6 @@ installed TRL and fails loudly when TRL changes underneath.
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import os
 from collections import defaultdict
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
+from tampo_core.adapters._versions import require_version
 
 SUPPORTED_TRL_PIN = ">=1.15,<1.17"
 """TRL versions the adapter is tested against (the ``tampo-core[trl]`` pin)."""
@@ -66,29 +67,8 @@ def check_output_keys(output: dict[str, Any]) -> None:
 
 
 def check_trl_version(version: str | None = None) -> Version:
-    """Raise ImportError unless the installed (or given) TRL version is supported.
-
-    Returns:
-        The parsed version.
-    """
-    if version is None:
-        try:
-            version = importlib.metadata.version("trl")
-        except importlib.metadata.PackageNotFoundError as err:
-            raise ImportError(
-                "tampo_core.adapters.trl needs TRL: `pip install 'tampo-core[trl]'` "
-                f"(trl{SUPPORTED_TRL_PIN})"
-            ) from err
-    parsed = Version(version)
-    if parsed not in SUPPORTED_TRL:
-        raise ImportError(
-            f"tampo_core.adapters.trl supports trl{SUPPORTED_TRL_PIN} (the versions it is tested "
-            f"against), got trl {version}. Install a supported TRL with "
-            f"`pip install 'tampo-core[trl]'`; TRL's internals (the fused LM-head temperature "
-            "closure) change between releases, so other versions are refused rather than "
-            "silently mis-trained."
-        )
-    return parsed
+    """Raise ImportError unless the installed (or given) TRL version is supported."""
+    return require_version("trl", SUPPORTED_TRL_PIN, "trl", version)
 
 
 def check_overridden_methods(trainer_cls: type) -> None:
