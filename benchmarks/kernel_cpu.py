@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.kernel_baselines import naive_fp32_loop, selective_log_softmax_loop
-from benchmarks.kernel_memory import TensorMemoryProbe
-from tampo_core._kernel_reference import reference_multi_temperature_loglik
-from tampo_core.kernel import default_chunk_rows, multi_temperature_loglik
+from tampo_core.loglik.logits import default_chunk_rows, multi_temperature_loglik
+from tampo_core.loglik.memory_probe import TensorMemoryProbe
+from tampo_core.loglik.reference import reference_multi_temperature_loglik
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEMPERATURES = tuple(round(0.6 + 0.1 * i, 1) for i in range(10))
@@ -90,12 +90,12 @@ def method_table(vocab: int) -> dict[str, Callable[[Inputs], object]]:
         "selective_log_softmax_x_K": lambda x: selective_log_softmax_loop(
             x.logits, x.tokens, x.mask, x.temps
         ),
-        "fused": lambda x: multi_temperature_loglik(x.logits, x.tokens, x.temps, x.mask),
+        "fused": lambda x: multi_temperature_loglik(x.logits, x.tokens, x.temps, x.mask).loglik,
         "exp_floor": lambda x: exp_floor(x, default_rows),
     }
     for rows in CHUNK_SWEEP:
-        table[f"fused_c{rows}"] = lambda x, r=rows: multi_temperature_loglik(
-            x.logits, x.tokens, x.temps, x.mask, chunk_size=r
+        table[f"fused_c{rows}"] = lambda x, r=rows: (
+            multi_temperature_loglik(x.logits, x.tokens, x.temps, x.mask, chunk_size=r).loglik
         )
     return table
 
@@ -156,7 +156,7 @@ def _proc_status_kib(key: str) -> int:
 
 
 def peak_tensor_mib(inputs: Inputs, fn: Callable[[Inputs], object]) -> float:
-    """Most MiB of tensors allocated by ``fn`` alive at once (op-level probe, see kernel_memory)."""
+    """Most MiB of tensors allocated by ``fn`` alive at once (op-level probe, see memory_probe)."""
     probe = TensorMemoryProbe([inputs.logits, inputs.tokens, inputs.mask])
     with probe:
         fn(inputs)
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_after": load_after,
         "memory_method": f"extra_mib: peak RSS growth over one call in a fresh subprocess "
         f"({memory_source}); peak_tensor_mib: most bytes of tensors allocated by the call alive "
-        "at once (TorchDispatchMode probe, benchmarks/kernel_memory.py)",
+        "at once (TorchDispatchMode probe, tampo_core/loglik/memory_probe.py)",
         "results": rows,
         "goals": goals,
     }

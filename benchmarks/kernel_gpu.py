@@ -39,11 +39,16 @@ from benchmarks.kernel_baselines import (
     linear_cross_entropy_available,
     linear_cross_entropy_loop,
 )
-from tampo_core import _kernel_common
-from tampo_core._kernel_common import ExpSums
-from tampo_core._kernel_reference import reference_multi_temperature_loglik
-from tampo_core.kernel import _chunked_row_stats, default_chunk_rows, multi_temperature_loglik
-from tampo_core.kernel_hidden import default_sizes, multi_temperature_loglik_from_hidden
+from tampo_core.loglik import budget
+from tampo_core.loglik.exp_sums import ExpSums
+from tampo_core.loglik.hidden import default_sizes, multi_temperature_loglik_from_hidden
+from tampo_core.loglik.logits import (
+    _chunked_row_stats,
+    default_chunk_rows,
+    multi_temperature_loglik,
+)
+from tampo_core.loglik.reference import reference_multi_temperature_loglik
+from tampo_core.loglik.tokens import PackedTokens
 
 GRID = tuple(round(0.6 + 0.1 * i, 1) for i in range(10))
 TEMPERATURE_SETS = {1: (1.0,), 4: (0.6, 0.9, 1.2, 1.5), 10: GRID}
@@ -235,10 +240,10 @@ def random_logits(n: int, vocab: int, device: torch.device, seed: int) -> torch.
 def logits_methods(profile: Profile) -> dict[str, Callable[..., torch.Tensor]]:
     """Name -> fn(logits, tokens, mask, temps) for the correctness check of the logits path."""
     methods: dict[str, Callable[..., torch.Tensor]] = dict(LOGITS_BASELINES)
-    methods["fused"] = lambda z, o, m, t: multi_temperature_loglik(z, o, t, m)
+    methods["fused"] = lambda z, o, m, t: multi_temperature_loglik(z, o, t, m).loglik
     for rows in profile.chunk_sweep:
-        methods[f"fused_c{rows}"] = lambda z, o, m, t, r=rows: multi_temperature_loglik(
-            z, o, t, m, chunk_size=r
+        methods[f"fused_c{rows}"] = lambda z, o, m, t, r=rows: (
+            multi_temperature_loglik(z, o, t, m, chunk_size=r).loglik
         )
     return methods
 
@@ -266,8 +271,8 @@ def check_correctness(profile: Profile, device: torch.device, logits: torch.Tens
         (hidden.double() @ weight.double().T), tokens, temps, mask
     )
     hidden_methods = {
-        "fused_hidden": lambda: multi_temperature_loglik_from_hidden(
-            hidden, weight, tokens, temps, mask
+        "fused_hidden": lambda: (
+            multi_temperature_loglik_from_hidden(hidden, weight, tokens, temps, mask).loglik
         )
     }
     if linear_cross_entropy_available():
@@ -307,11 +312,11 @@ def row_loop(
     strategy (the kernel uses power sums off CPU, clamped exps on CPU).
     """
     n = tokens.shape[1]
-    packed = _kernel_common.PackedTokens(
+    packed = PackedTokens(
         batch=torch.zeros(n, dtype=torch.long, device=logits.device),
         pos=torch.arange(n, device=logits.device),
         targets=tokens[0],
-        counts=torch.full((1,), float(n), device=logits.device),
+        counts=torch.full((1,), n, device=logits.device),
     )
     rows = min(rows, n)
     exp_sums = ExpSums([1.0 / t for t in temps], power, rows * logits.shape[2], logits.device)
@@ -552,8 +557,7 @@ def summarise(rows: list[dict], k: int, n: int) -> dict:
     within = [
         r
         for r in fused
-        if r["extra_mib"] is not None
-        and r["extra_mib"] * 2**20 <= _kernel_common.CHUNK_BUDGET_BYTES * 1.05
+        if r["extra_mib"] is not None and r["extra_mib"] * 2**20 <= budget.CHUNK_BUDGET_BYTES * 1.05
     ]
     naive = next((r for r in ok if r["method"] == "naive_fp32_loop"), None)
     singles = [r for r in ok if r["method"] in ACCURATE_SINGLE_T]
@@ -620,7 +624,7 @@ def main(argv: list[str] | None = None) -> None:
         "profile": "tiny" if args.tiny else "full",
         "logits": f"bfloat16 N(0, {LOGIT_STD}^2); temperatures K=1 {TEMPERATURE_SETS[1]}, "
         f"K=4 {TEMPERATURE_SETS[4]}, K=10 {GRID}",
-        "chunk_budget_bytes": _kernel_common.CHUNK_BUDGET_BYTES,
+        "chunk_budget_bytes": budget.CHUNK_BUDGET_BYTES,
     }
     print(f"device {meta['device']}, torch {torch.__version__}", flush=True)
     logits = random_logits(max(profile.sizes + profile.fused_only_sizes), profile.vocab, device, 0)

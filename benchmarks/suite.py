@@ -37,6 +37,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SFT = {
     "addition": SFTConfig(steps=500, pool_size=6000),
     "countdown": SFTConfig(steps=2500),
+    "wrong-mode": SFTConfig(steps=1500, pool_size=6000),
+    "surface": SFTConfig(steps=1500, pool_size=6000),
+    "loop": SFTConfig(steps=1500, pool_size=6000),
+    "mixed": SFTConfig(steps=1500, pool_size=6000),
 }
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {"seeds": 5, "run": {}, "out": RESULTS / "suite"},

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m pytest "$@"
-if bash adapters/openrlhf/install-ci.sh .venv-openrlhf; then
-  .venv-openrlhf/bin/python -m pytest -p no:cacheprovider tests/test_openrlhf_*.py
+if bash scripts/ci/install-openrlhf.sh .venv-openrlhf; then
+  .venv-openrlhf/bin/python -m pytest -p no:cacheprovider tests/adapters/openrlhf tests/benchmarks/test_openrlhf_gpu_check.py
 else
   echo "SKIPPED: OpenRLHF adapter tests (installing the OpenRLHF CPU environment failed, see above)"
 fi

@@ -3,8 +3,10 @@
 Two methods carry it: :meth:`TempMetaPolicy.sample` before each rollout batch and
 :meth:`TempMetaPolicy.observe` after its advantages are known. The maths lives in pure
 functions (``sparsemax``, ``temperature_advantage_sums``, ``minmax_distribution``,
-``nucleus_*``, ``multi_temperature_loglik*``); ``TempMetaPolicy`` holds only the state.
+``nucleus_*``, the ``tampo_core.loglik`` kernels); ``TempMetaPolicy`` holds only the state.
 """
+
+import importlib.metadata
 
 from tampo_core.advantages import (
     TemperatureAdvantageSums,
@@ -13,14 +15,18 @@ from tampo_core.advantages import (
     temperature_advantage_sums,
 )
 from tampo_core.config import PAPER_TEMPERATURES, TampoConfig
-from tampo_core.kernel import multi_temperature_loglik
-from tampo_core.kernel_hidden import multi_temperature_loglik_from_hidden
+from tampo_core.loglik import (
+    TemperatureLoglik,
+    multi_temperature_loglik,
+    multi_temperature_loglik_from_hidden,
+)
 from tampo_core.meta_policy import TempMetaPolicy
 from tampo_core.nucleus import nucleus_distribution, nucleus_sample, nucleus_support
+from tampo_core.protocol import TemperaturePolicy
 from tampo_core.sparsemax import sparsemax
 from tampo_core.stats import ObserveStats
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("tampo-core")
 
 __all__ = [
     "PAPER_TEMPERATURES",
@@ -28,6 +34,8 @@ __all__ = [
     "TampoConfig",
     "TempMetaPolicy",
     "TemperatureAdvantageSums",
+    "TemperatureLoglik",
+    "TemperaturePolicy",
     "__version__",
     "ema_update",
     "minmax_distribution",

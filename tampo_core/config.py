@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tampo_core.validation import check_temperatures, expected
 
 PAPER_TEMPERATURES: tuple[float, ...] = tuple(round(0.6 + 0.1 * k, 1) for k in range(10))
 """The paper's candidate grid 0.6, 0.7, ..., 1.5 (K = 10)."""
@@ -15,7 +16,8 @@ class TampoConfig(BaseModel):
     """Hyper-parameters of TAMPO's temperature meta-policy (defaults are the paper's).
 
     Attributes:
-        temperatures: the K >= 2 candidate temperatures, finite, > 0, strictly increasing.
+        temperatures: the K >= 2 candidate temperatures, strictly increasing, each in
+            [1e-4, 1e4] (``tampo_core.validation.check_temperature``).
         ema_alpha: EMA coefficient of the temperature advantages, in (0, 1].
         top_p: nucleus mass used when drawing a temperature, in [0, 1]; 0 is greedy.
         warmup_steps: number of ``observe`` calls during which ``sample`` is uniform over the
@@ -26,41 +28,25 @@ class TampoConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     temperatures: tuple[float, ...] = PAPER_TEMPERATURES
-    ema_alpha: float = Field(default=0.05, gt=0.0, le=1.0)
-    top_p: float = Field(default=0.7, ge=0.0, le=1.0)
+    ema_alpha: float = Field(default=0.05, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_p: float = Field(default=0.7, ge=0.0, le=1.0, allow_inf_nan=False)
     warmup_steps: int = Field(default=10, ge=0, strict=True)
     seed: int = Field(default=0, ge=0, strict=True)
 
     @field_validator("temperatures", mode="before")
     @classmethod
-    def _temperatures_are_a_sequence(cls, value: object) -> object:
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise ValueError(
-                f"temperatures must be a sequence of floats, got {type(value).__name__} {value!r}"
-            )
-        return tuple(value)  # type: ignore[call-overload]
-
-    @field_validator("temperatures")
-    @classmethod
-    def _temperatures_are_a_grid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if len(value) < 2:
-            raise ValueError(f"temperatures must hold K >= 2 candidates, got K = {len(value)}")
-        bad = [t for t in value if not math.isfinite(t) or t <= 0.0]
-        if bad:
-            raise ValueError(f"temperatures must be finite and > 0, got {bad} in {value}")
-        for lo, hi in itertools.pairwise(value):
+    def _temperatures_are_a_grid(cls, value: object) -> tuple[float, ...]:
+        try:
+            temps = check_temperatures("temperatures", value)
+        except TypeError as error:  # pydantic reports ValueErrors only
+            raise ValueError(str(error)) from None
+        if len(temps) < 2:
+            raise ValueError(expected("temperatures", "K >= 2 candidates", f"K = {len(temps)}"))
+        for lo, hi in itertools.pairwise(temps):
             if not hi > lo:
-                raise ValueError(
-                    f"temperatures must be strictly increasing, got {hi} after {lo} in {value}"
-                )
-        return value
-
-    @field_validator("ema_alpha", "top_p")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError(f"must be finite, got {value}")
-        return value
+                rule = "strictly increasing values"
+                raise ValueError(expected("temperatures", rule, f"{hi} after {lo} in {temps}"))
+        return temps
 
     @property
     def num_temperatures(self) -> int:

@@ -16,15 +16,23 @@ from tampo_core.advantages import (
 )
 from tampo_core.config import TampoConfig
 from tampo_core.distributed import all_reduce_sum, distributed_ready
-from tampo_core.kernel import multi_temperature_loglik
+from tampo_core.loglik import TemperatureLoglik, multi_temperature_loglik
 from tampo_core.nucleus import nucleus_sample
+from tampo_core.protocol import TemperaturePolicy
 from tampo_core.stats import ObserveStats
-from tampo_core.validation import check_advantages, check_loglik, check_real_scalar
+from tampo_core.validation import (
+    check_advantages,
+    check_float_tensor,
+    check_instance,
+    check_loglik,
+    check_num_tokens,
+    expected,
+)
 
 STATE_VERSION = 1
 
 
-class TempMetaPolicy:
+class TempMetaPolicy(TemperaturePolicy):
     """A distribution over K candidate temperatures, learned from the rollouts already made.
 
     Per step: ``T = policy.sample()``, generate the batch at ``T``, compute advantages, then
@@ -63,18 +71,16 @@ class TempMetaPolicy:
             if value is not None
         }
         if config is not None:
-            if not isinstance(config, TampoConfig):
-                raise TypeError(f"config must be a TampoConfig, got {type(config).__name__}")
+            check_instance("config", config, TampoConfig)
             if overrides:
                 raise ValueError(
-                    f"pass either config= or keyword hyper-parameters, got both (config and "
-                    f"{sorted(overrides)})"
+                    "TempMetaPolicy: expected either config= or keyword hyper-parameters, got "
+                    f"both (config and {sorted(overrides)})"
                 )
         self._config = config if config is not None else TampoConfig(**overrides)
         num_temperatures = self._config.num_temperatures
         self._ema = np.zeros(num_temperatures, dtype=np.float64)
         self._num_updates = 0
-        self._num_samples = 0
         self._last_temperature: float | None = None
         self._last_stats: ObserveStats | None = None
         self._rng = np.random.Generator(np.random.PCG64(self._config.seed))
@@ -130,7 +136,6 @@ class TempMetaPolicy:
         else:
             index = nucleus_sample(self.probs, self._config.top_p, self._rng)
         self._last_temperature = self.temperatures[index]
-        self._num_samples += 1
         return self._last_temperature
 
     def observe(
@@ -145,6 +150,8 @@ class TempMetaPolicy:
         chunk_size: int | None = None,
     ) -> ObserveStats:
         """Update the meta-policy from one batch of scored rollouts.
+
+        Exactly ``observe_loglik`` applied to ``multi_temperature_loglik``'s output.
 
         Args:
             logits_or_logprobs: ``[B, L, V]`` fp32/bf16/fp16 logits, or full-vocabulary
@@ -163,20 +170,11 @@ class TempMetaPolicy:
             The update's statistics (global across ranks when synchronised).
 
         Raises:
-            ValueError, TypeError: on malformed or non-finite input; the state is unchanged.
+            ValueError, TypeError: on malformed or non-finite input (a NaN/inf logit in a valid
+                row makes that trajectory's likelihood non-finite); the state is unchanged.
         """
-        source_temperature = check_real_scalar(
-            "source_temperature", source_temperature, positive=True
-        )
-        if not isinstance(logits_or_logprobs, torch.Tensor) or logits_or_logprobs.dim() != 3:
-            got = (
-                f"shape {list(logits_or_logprobs.shape)}"
-                if isinstance(logits_or_logprobs, torch.Tensor)
-                else type(logits_or_logprobs).__name__
-            )
-            raise ValueError(f"logits_or_logprobs must be a tensor of shape [B, L, V], got {got}")
-        num_rows = logits_or_logprobs.shape[0]
-        advantages_array = check_advantages(advantages, num_rows)
+        check_float_tensor("logits_or_logprobs", logits_or_logprobs, 3, "[B, L, V]")
+        check_advantages(advantages, logits_or_logprobs.shape[0])
         loglik = multi_temperature_loglik(
             logits_or_logprobs,
             tokens,
@@ -185,58 +183,73 @@ class TempMetaPolicy:
             source_temperature=source_temperature,
             chunk_size=chunk_size,
         )
-        if mask is None:
-            valid = np.full(num_rows, logits_or_logprobs.shape[1] > 0)
-        else:
-            valid = (mask.detach().to("cpu") != 0).any(dim=1).numpy()
-        loglik_array = loglik.detach().to(device="cpu", dtype=torch.float64).numpy()
-        bad = np.flatnonzero(valid & ~np.isfinite(loglik_array).all(axis=1))
-        if bad.size:
-            raise ValueError(
-                f"the likelihood of trajectory {int(bad[0])} is not finite "
-                f"({loglik_array[bad[0]].tolist()}): expected finite logits and sampled tokens "
-                f"with finite logits ({bad.size} such trajectories)"
-            )
-        return self._update(loglik_array, advantages_array, valid, sync)
+        return self.observe_loglik(loglik, advantages, sync=sync)
 
     def observe_loglik(
         self,
-        loglik: torch.Tensor | np.ndarray,
+        loglik: TemperatureLoglik | torch.Tensor | np.ndarray,
         advantages: torch.Tensor | np.ndarray | list[float],
         *,
+        num_tokens: torch.Tensor | np.ndarray | list[int] | None = None,
         sync: bool | None = None,
     ) -> ObserveStats:
         """Update the meta-policy from precomputed per-temperature likelihoods.
 
         Args:
             loglik: ``[N, K]`` mean log-likelihood of each trajectory at each candidate
-                temperature; an all-NaN row marks a trajectory without valid tokens (skipped).
-            advantages: ``[N]`` trajectory advantages.
+                temperature, or a kernel's ``TemperatureLoglik`` (which carries its counts).
+            advantages: ``[N]`` finite trajectory advantages.
+            num_tokens: ``[N]`` valid tokens per trajectory; rows with 0 are skipped and
+                counted (their likelihoods are ignored, NaN or not). None: every row has tokens.
             sync: as in :meth:`observe`.
 
         Raises:
-            ValueError, TypeError: on malformed or non-finite input; the state is unchanged.
+            ValueError, TypeError: on malformed input or a non-finite likelihood in a row with
+                tokens; the state is unchanged.
         """
-        loglik_array, valid = check_loglik(loglik, self._config.num_temperatures)
+        if isinstance(loglik, TemperatureLoglik):
+            if num_tokens is not None:
+                raise ValueError(
+                    "num_tokens: expected None when loglik is a TemperatureLoglik (it carries "
+                    "its own counts), got both"
+                )
+            loglik, num_tokens = loglik
+        loglik_array = check_loglik(loglik, self._config.num_temperatures)
+        counts = check_num_tokens(num_tokens, loglik_array.shape[0])
+        valid = counts > 0
         advantages_array = check_advantages(advantages, loglik_array.shape[0])
+        bad = np.flatnonzero(valid & ~np.isfinite(loglik_array).all(axis=1))
+        if bad.size:
+            row = int(bad[0])
+            raise ValueError(
+                f"loglik[{row}]: expected finite likelihoods for a trajectory with "
+                f"{int(counts[row])} valid token(s) (NaN/inf logits, or a sampled token whose "
+                f"logit is -inf, make them non-finite), got {loglik_array[row].tolist()} "
+                f"({bad.size} such rows)"
+            )
         return self._update(loglik_array, advantages_array, valid, sync)
 
     def _update(
         self, loglik: np.ndarray, advantages: np.ndarray, valid: np.ndarray, sync: bool | None
     ) -> ObserveStats:
-        if loglik.shape[0] == 0:
-            raise ValueError("empty batch (N = 0): expected at least one trajectory")
         sums = temperature_advantage_sums(loglik, advantages, valid)
         if distributed_ready() if sync is None else sync:
             if not distributed_ready():
-                raise RuntimeError("sync=True needs an initialised torch.distributed group")
+                raise RuntimeError(
+                    expected(
+                        "sync", "an initialised torch.distributed group with sync=True", "none"
+                    )
+                )
             sums = TemperatureAdvantageSums.unpack(
                 all_reduce_sum(sums.pack()), self._config.num_temperatures
             )
         if sums.count == 0:
             raise ValueError(
-                f"no trajectory with a valid token in this batch ({int(sums.skipped)} skipped): "
-                "expected at least one"
+                expected(
+                    "batch",
+                    "at least one trajectory with a valid token",
+                    f"none ({int(sums.skipped)} skipped)",
+                )
             )
         batch_advantage = sums.advantage_sum / sums.count
         self._ema = ema_update(self._ema, batch_advantage, self._config.ema_alpha)
@@ -296,7 +309,6 @@ class TempMetaPolicy:
             "config": self._config.model_dump(mode="json"),
             "ema": self._ema.tolist(),
             "num_updates": self._num_updates,
-            "num_samples": self._num_samples,
             "last_temperature": self._last_temperature,
             "last_stats": None
             if stats is None
@@ -329,7 +341,6 @@ class TempMetaPolicy:
         (
             self._ema,
             self._num_updates,
-            self._num_samples,
             self._last_temperature,
             self._last_stats,
             self._rng,
@@ -344,7 +355,7 @@ class TempMetaPolicy:
 
 def _parse_state(
     state: dict[str, Any], config: TampoConfig
-) -> tuple[np.ndarray, int, int, float | None, ObserveStats | None, np.random.Generator]:
+) -> tuple[np.ndarray, int, float | None, ObserveStats | None, np.random.Generator]:
     if not isinstance(state, dict):
         raise TypeError(f"expected a dict, got {type(state).__name__}")
     if state["version"] != STATE_VERSION:
@@ -362,12 +373,9 @@ def _parse_state(
         raise ValueError(
             f"ema must be {config.num_temperatures} finite floats, got {state['ema']!r}"
         )
-    counters = []
-    for key in ("num_updates", "num_samples"):
-        value = state[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{key} must be an int >= 0, got {value!r}")
-        counters.append(value)
+    num_updates = state["num_updates"]
+    if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
+        raise ValueError(f"num_updates must be an int >= 0, got {num_updates!r}")
     last = state["last_temperature"]
     if last is not None and (
         isinstance(last, bool) or not isinstance(last, (int, float)) or not math.isfinite(last)
@@ -393,4 +401,4 @@ def _parse_state(
         "has_uint32": int(rng_state["has_uint32"]),
         "uinteger": int(rng_state["uinteger"]),
     }
-    return ema, counters[0], counters[1], None if last is None else float(last), stats, rng
+    return ema, num_updates, None if last is None else float(last), stats, rng

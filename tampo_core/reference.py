@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from tampo_core._kernel_reference import reference_multi_temperature_loglik
 from tampo_core.config import TampoConfig
+from tampo_core.loglik.reference import reference_multi_temperature_loglik
 
 __all__ = [
     "ReferenceTampo",

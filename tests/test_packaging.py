@@ -7,7 +7,9 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPO
+
+ROOT = REPO
 FRAMEWORKS = {"trl", "transformers", "openrlhf", "ray", "deepspeed", "vllm", "accelerate"}
 CORE_DEPENDENCIES = {"numpy", "torch", "pydantic"}
 

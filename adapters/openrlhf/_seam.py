@@ -17,7 +17,7 @@ extension point, OpenRLHF issue #285):
 
 ``check_trainer_contract`` / ``check_launcher_contract`` verify these against the installed
 OpenRLHF (the trainer runs the first at construction, the launcher the second before starting);
-``tests/test_openrlhf_contract.py`` runs both and fails loudly when OpenRLHF changes.
+``tests/adapters/openrlhf/test_contract.py`` runs both and fails loudly when OpenRLHF changes.
 """
 
 from __future__ import annotations

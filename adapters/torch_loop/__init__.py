@@ -3,7 +3,6 @@ sampling temperature, and zero-extra-forward glue into ``TempMetaPolicy.observe`
 
 from tampo_core.adapters.torch_loop.advantages import ESTIMATORS, Estimator, group_advantages
 from tampo_core.adapters.torch_loop.loss import PolicyLoss, policy_loss, token_logprobs
-from tampo_core.adapters.torch_loop.protocol import TemperaturePolicy
 from tampo_core.adapters.torch_loop.sampling import Rollout, sample_completions
 from tampo_core.adapters.torch_loop.update import (
     UpdateStats,
@@ -11,6 +10,7 @@ from tampo_core.adapters.torch_loop.update import (
     grpo_update,
     observe_loss_logits,
 )
+from tampo_core.protocol import TemperaturePolicy
 
 __all__ = [
     "ESTIMATORS",

@@ -11,6 +11,8 @@ from typing import Literal
 
 import torch
 
+from tampo_core.validation import check_choice, check_finite_array, check_int, expected
+
 Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
 ESTIMATORS: tuple[Estimator, ...] = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
@@ -26,16 +28,14 @@ def group_advantages(
     - ``reinforce_pp``: REINFORCE++-baseline (OpenRLHF ``reinforce_baseline``): ``r - mean_g``,
       then divided by the std of that over the whole batch (+ eps).
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
+    check_choice("estimator", estimator, ESTIMATORS)
     if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [N]; got shape {tuple(rewards.shape)}")
-    if group_size < 2 or rewards.numel() % group_size:
-        raise ValueError(
-            f"group_size must be >= 2 and divide N={rewards.numel()}; got {group_size}"
-        )
-    if not bool(torch.isfinite(rewards).all()):
-        raise ValueError("rewards contain NaN or inf")
+        raise ValueError(expected("rewards", "a 1-D tensor [N]", f"shape {list(rewards.shape)}"))
+    check_int("group_size", group_size, minimum=2)
+    if rewards.numel() % group_size:
+        rule = f"an int >= 2 to divide N={rewards.numel()} into groups"
+        raise ValueError(expected("group_size", rule, group_size))
+    check_finite_array("rewards", rewards.detach().double().cpu().numpy())
     r = rewards.float().view(-1, group_size)
     centred = r - r.mean(dim=1, keepdim=True)
     if estimator == "grpo":

@@ -20,8 +20,8 @@ from tampo_core.adapters.torch_loop.model_call import (
     call_model,
     positions_from_mask,
 )
-from tampo_core.adapters.torch_loop.protocol import TemperaturePolicy
 from tampo_core.adapters.torch_loop.sampling import Rollout
+from tampo_core.protocol import TemperaturePolicy
 
 
 def completion_logits(

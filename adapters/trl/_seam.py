@@ -3,7 +3,7 @@
 TRL >= 1.15 fuses the LM head into ``model.forward`` (``trl.trainer.utils.add_fused_lm_head``) and
 captures the loss temperature in that function's closure, so ``trainer.temperature`` is read
 once. This module finds the closure cell and writes it, and names the ``GRPOTrainer`` methods and
-attributes the adapter relies on. ``tests/test_trl_seam.py`` checks each of them against the
+attributes the adapter relies on. ``tests/adapters/trl/test_seam.py`` checks each of them against the
 installed TRL and fails loudly when TRL changes underneath.
 """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
+def truncated(task: Task, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """bool [N]: completions (int64 [N, L], mask bool [N, L]) that ran to the length cap
+    without ``<eos>``."""
+    lengths = mask.sum(1)
+    last = ids.gather(1, (lengths - 1).clamp_min(0)[:, None]).squeeze(1)
+    return (lengths == task.max_new_tokens) & (last != task.eos_id)
+
+
 @torch.no_grad()
 def correct_counts(
     model: nn.Module,
@@ -31,11 +39,11 @@ def correct_counts(
     temperature: float,
     generator: torch.Generator | None = None,
     chunk: int = 4096,
-) -> np.ndarray:
-    """int64 [P]: how many of ``samples`` completions per problem earn reward 1
-    (``temperature`` 0: greedy, then ``samples`` must be 1)."""
+) -> tuple[np.ndarray, float]:
+    """(int64 [P] how many of ``samples`` completions per problem earn reward 1, fraction of
+    all completions truncated at the length cap); ``temperature`` 0: greedy (``samples`` 1)."""
     rows = [p for p in problems for _ in range(samples)]
-    rewards = []
+    rewards, cut = [], 0
     for i in range(0, len(rows), chunk):
         part = rows[i : i + chunk]
         r = sample_completions(
@@ -47,7 +55,9 @@ def correct_counts(
             generator=generator,
         )
         rewards.append(task.rewards(part, r.completion_ids, r.completion_mask))
-    return torch.cat(rewards).view(len(problems), samples).sum(1).long().numpy()
+        cut += int(truncated(task, r.completion_ids, r.completion_mask).sum())
+    counts = torch.cat(rewards).view(len(problems), samples).sum(1).long().numpy()
+    return counts, cut / len(rows)
 
 
 def evaluate(
@@ -55,17 +65,24 @@ def evaluate(
     task: Task,
     problems: Sequence[Problem],
     samples: int,
-    temperature: float,
+    temperatures: Mapping[str, float],
     ks: Sequence[int],
     seed: int,
 ) -> dict[str, float]:
-    """``greedy_pass@1``, ``sampled_pass@1`` (mean over ``samples`` draws at ``temperature``)
-    and ``pass@k`` for each k in ``ks`` (unbiased, from the same draws)."""
-    greedy = correct_counts(model, task, problems, 1, 0.0)
-    counts = correct_counts(
-        model, task, problems, samples, temperature, torch.Generator().manual_seed(seed)
-    )
-    out = {"greedy_pass@1": float(greedy.mean()), "sampled_pass@1": float(counts.mean() / samples)}
-    for k in ks:
-        out[f"pass@{k}"] = float(np.mean([pass_at_k(samples, int(c), k) for c in counts]))
+    """Metrics named ``<metric>/<setting>``: ``pass@1/greedy`` and ``truncation/greedy``; for
+    each ``label -> T`` in ``temperatures``, ``pass@1/<label>`` (mean over ``samples`` draws
+    at T), ``pass@k/<label>`` for k in ``ks`` (unbiased, same draws) and
+    ``truncation/<label>``. Every setting draws from a generator seeded with ``seed``."""
+    greedy, cut = correct_counts(model, task, problems, 1, 0.0)
+    out = {"pass@1/greedy": float(greedy.mean()), "truncation/greedy": cut}
+    for label, t in temperatures.items():
+        counts, cut = correct_counts(
+            model, task, problems, samples, t, torch.Generator().manual_seed(seed)
+        )
+        out[f"pass@1/{label}"] = float(counts.mean() / samples)
+        for k in ks:
+            out[f"pass@{k}/{label}"] = float(
+                np.mean([pass_at_k(samples, int(c), k) for c in counts])
+            )
+        out[f"truncation/{label}"] = cut
     return out

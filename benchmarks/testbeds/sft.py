@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -85,13 +86,15 @@ def train_sft(task: Task, cfg: SFTConfig) -> TinyCausalLM:
     pool = train_pool(task, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     width = task.max_new_tokens
     for _ in range(cfg.steps):
         idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen).tolist()
         batch = [pool[i] for i in idx]
         target = torch.full((len(batch), width), -100, dtype=torch.long)
         for row, p in enumerate(batch):
-            target[row, : len(p.reference)] = torch.tensor(p.reference)
+            ref = task.sft_reference(p, rng)
+            target[row, : len(ref)] = torch.tensor(ref)
         inputs = torch.cat([task.prompt_ids(batch), target.clamp_min(0)], dim=1)[:, :-1]
         logits = model(inputs).logits[:, task.prompt_len - 1 :]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))

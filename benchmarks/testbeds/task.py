@@ -60,6 +60,11 @@ class Task(ABC):
     def draw(self, rng: np.random.Generator) -> Problem:
         """One random problem."""
 
+    def sft_reference(self, problem: Problem, rng: np.random.Generator) -> tuple[int, ...]:
+        """The supervised target for ``problem`` (token ids, at most ``max_new_tokens``): the
+        reference by default; shaped testbeds draw it from ``rng``."""
+        return problem.reference
+
     @abstractmethod
     def score(self, problem: Problem, completion: Sequence[int]) -> float:
         """1.0 if ``completion`` (ids up to, excluding, ``<eos>``) solves ``problem``, else 0.0."""

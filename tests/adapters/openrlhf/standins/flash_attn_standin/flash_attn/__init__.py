@@ -1,0 +1,1 @@
+"""Test stand-in for flash-attn (CUDA-only): see tests/adapters/openrlhf/standins/README.md."""
