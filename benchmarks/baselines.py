@@ -227,12 +227,13 @@ class EntropyTargetController:
         raw = logits_or_logprobs.float() * source_temperature
         h = mean_token_entropy(raw, mask, self.temperature)
         self.last_entropy = h
+        target = self.current_target()
         self.steps += 1
-        if self.target is None:
+        if target is None:
             self.initial.append(h)
             if len(self.initial) == self.init_steps:
                 self.target = sum(self.initial) / len(self.initial)
             return
-        ratio = math.log(self.current_target() / max(h, 1e-8))  # type: ignore[operator]
+        ratio = math.log(target / max(h, 1e-8))
         new = self.temperature * (1.0 + self.temperature * ratio / self.norm)
         self.temperature = min(max(new, self.t_min), self.t_max)

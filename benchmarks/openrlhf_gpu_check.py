@@ -11,15 +11,27 @@ DeepSpeed does not initialise). It records:
 - ``model_calls``: model forwards per hooked call (must be 1);
 - the hook's extra time and peak memory over the plain forward at a larger shape.
 
+- ``counts_match_action_mask``: the hook's per-sample action-token counts (0 for the sample
+  without action tokens);
+
 Writes ``openrlhf_gpu_check.json`` to ``--out``; exits 1 if a check fails. Runs on CPU too
-(``--device cpu``, smaller shapes). flash-attn and vLLM are not needed: when flash_attn is not
-importable the test stand-in (pure-torch padding helpers) is used, as in the CPU tests.
+(``--device cpu``, smaller shapes; ``tests/benchmarks/test_openrlhf_gpu_check.py``).
+
+It imports only installed packages (nothing is put on ``sys.path``). On a GPU machine with CUDA
+torch and transformers, from the repository root::
+
+    pip install -e . && pip install --no-deps openrlhf==0.11.2 && pip install deepspeed==0.19.6
+    # flash-attn is optional; without it, install the CPU tests' pure-torch stand-in package:
+    python -c "import flash_attn" || pip install tests/adapters/openrlhf/standins/flash_attn_standin
+    python benchmarks/openrlhf_gpu_check.py --out benchmarks/results
+
+(``scripts/ci/install-openrlhf.sh`` does the same for the CPU environment). vLLM is not needed.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib.metadata
 import json
 import os
 import platform
@@ -31,34 +43,15 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
 
 
-def _importable_adapters() -> list[str]:
-    """Make ``tampo_core.adapters`` importable from the source tree when it is not installed
-    (it is the repository folder ``adapters/``); return the notes on what was done."""
-    notes = []
-    sys.path.insert(0, str(REPO / "tests"))  # openrlhf_testkit: the by-definition reference
-    if importlib.util.find_spec("flash_attn") is None:
-        sys.path.insert(0, str(REPO / "tests" / "openrlhf_standins" / "flash_attn_standin"))
-        notes.append("flash_attn: test stand-in (pure-torch padding helpers)")
-    import tampo_core
-
+def _flash_attn_note() -> str:
+    """Which flash_attn the Actor's padding helpers come from."""
     try:
-        import tampo_core.adapters
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(
-            "tampo_core.adapters",
-            REPO / "adapters" / "__init__.py",
-            submodule_search_locations=[str(REPO / "adapters")],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["tampo_core.adapters"] = module
-        spec.loader.exec_module(module)
-        tampo_core.adapters = module
-        notes.append("tampo_core.adapters mapped from the repository folder adapters/")
-    return notes
+        return f"flash_attn: flash-attn {importlib.metadata.version('flash-attn')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "flash_attn: the CPU tests' stand-in package (pure-torch padding helpers)"
 
 
 def _tiny_llama(vocab: int, hidden: int, layers: int, dtype: torch.dtype, device: str):
@@ -130,10 +123,9 @@ def _hooked_forward(actor: Any, sequences, attention_mask, action_mask):
 
 
 def _check_layout(actor, packed: bool, source: float, sizes: dict, device: str) -> dict:
-    from openrlhf_testkit import reference_action_loglik
-
     from tampo_core.adapters.openrlhf.action_loglik import sequence_key
     from tampo_core.adapters.openrlhf.policy_hook import PolicyLoglikHook
+    from tampo_core.adapters.openrlhf.reference import reference_action_loglik
 
     actor.packing_samples = packed
     actor.temperature = source
@@ -144,7 +136,7 @@ def _check_layout(actor, packed: bool, source: float, sizes: dict, device: str) 
     log_probs, output = _hooked_forward(actor, sequences, attention_mask, action_mask)
     handle.remove()
     del actor.forward  # back to the class method
-    loglik = hook.pop()[sequence_key(sequences)]
+    loglik, num_tokens = hook.pop()[sequence_key(sequences)]
     valid = action_mask.any(dim=1).cpu()
     mask = action_mask.float()
     at_source = ((log_probs * mask).sum(1) / mask.sum(1)).cpu()[valid]
@@ -157,7 +149,8 @@ def _check_layout(actor, packed: bool, source: float, sizes: dict, device: str) 
         "source_temperature": source,
         "shape": list(loglik.shape),
         "model_calls": len(calls),
-        "nan_row_for_empty_mask": bool(torch.isnan(loglik[~valid]).all()),
+        "counts_match_action_mask": num_tokens.tolist() == action_mask.sum(1).tolist()
+        and bool((num_tokens[~valid] == 0).all()),
         "max_gap_at_source": float((column - at_source).abs().max()),
         "max_err_all_temperatures": float((loglik[valid] - expected[valid]).abs().max()),
         "loglik_at_source_mean": float(column.mean()),
@@ -211,8 +204,8 @@ def _run_checks(actor: Any, sizes: dict, device: str, failures: list[str], label
         tag = f"{label} packed={check['packed']} T_s={check['source_temperature']}"
         if check["model_calls"] != 1:
             failures.append(f"{tag}: model ran {check['model_calls']} times")
-        if not check["nan_row_for_empty_mask"]:
-            failures.append(f"{tag}: empty-mask row is not NaN")
+        if not check["counts_match_action_mask"]:
+            failures.append(f"{tag}: action-token counts differ from the action mask")
         if not check["max_gap_at_source"] <= 1e-4:
             failures.append(f"{tag}: gap at T_s {check['max_gap_at_source']}")
         if not check["max_err_all_temperatures"] <= 1e-3:
@@ -229,7 +222,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"device": args.device, "python": platform.python_version()}
-    report["notes"] = _importable_adapters()
+    report["notes"] = [_flash_attn_note()]
     failures: list[str] = []
     try:
         import transformers

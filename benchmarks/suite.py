@@ -1,8 +1,11 @@
 """Benchmark suite: GRPO at fixed temperatures and schedules vs TAMPO on the CPU testbeds.
 
-    python -m benchmarks.suite --quick   # < 5 min on 2 cores -> benchmarks/results/suite_quick
-    python -m benchmarks.suite           # full suite (~1 h on 2 quiet cores)
+    python -m benchmarks.suite --quick   # smoke run, < 5 min on 2 cores -> results/suite_quick
+    python -m benchmarks.suite           # full suite, resumable -> results/suite_fair
     python -m benchmarks.suite --ablation top_p --ablation alpha   # TAMPO ablations on top
+
+Method names (--methods): sft, fixed-<T>, linear-<T0>-<T1>, cosine-<T0>-<T1>, staged,
+uniform, e3, e3-anneal, tampo-w<warm-up steps>[-p<top_p>][-a<alpha>]; see benchmarks/methods.py.
 
 One JSON per (task, method, seed) under ``<out>/runs``; an interrupted suite resumes by
 skipping runs already present (their configuration hash must match).
@@ -16,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import resource
 import shlex
 import sys
 import time
@@ -26,16 +30,19 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchmarks.suite_report import write_report
+from benchmarks.methods import check_method
+from benchmarks.suite_report import MIN_VERDICT_SEEDS, write_report
 from benchmarks.suite_run import ABLATIONS, MAIN_METHODS, RunSpec, run
 from benchmarks.testbeds import TASKS
 from benchmarks.testbeds.sft import SFTConfig, load_or_train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# SFT lengths put each model on a partial policy (held-out greedy pass@1 ~0.16 for addition,
-# ~0.20 for countdown), chosen once from supervised curves, never from RL results.
+# SFT lengths put each model on a partial policy, chosen from supervised curves, never from RL
+# results (held-out greedy pass@1: addition 0.10 at 300 steps; retrained on 2026-12-02, 500 steps
+# gave 0.85, not the 0.16 of the first suite's cached checkpoint; countdown ~0.21; the shaped
+# testbeds: benchmarks/results/testbed_stats).
 SFT = {
-    "addition": SFTConfig(steps=500, pool_size=6000),
+    "addition": SFTConfig(steps=300, pool_size=6000),
     "countdown": SFTConfig(steps=2500),
     "wrong-mode": SFTConfig(steps=1500, pool_size=6000),
     "surface": SFTConfig(steps=1500, pool_size=6000),
@@ -43,14 +50,14 @@ SFT = {
     "mixed": SFTConfig(steps=1500, pool_size=6000),
 }
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": {"seeds": 5, "run": {}, "out": RESULTS / "suite"},
+    "full": {"seeds": 5, "tasks": tuple(TASKS), "run": {}, "out": RESULTS / "suite_fair"},
     "quick": {
         "seeds": 2,
+        "tasks": ("wrong-mode", "mixed"),
         "out": RESULTS / "suite_quick",
         "run": {
             "steps": 60,
             "prompts_per_step": 16,
-            "warmup_steps": 5,
             "curve_every": 10,
             "curve_size": 128,
             "eval_size": 256,
@@ -60,14 +67,24 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "smoke": {
         "seeds": 1,
+        "tasks": ("countdown",),
         "out": RESULTS / "_scratch" / "suite_smoke",
         "sft": {"steps": 20, "pool_size": 500, "eval_size": 32},
-        "methods": ("fixed-1.2", "linear-0.9-1.5", "uniform", "e3", "tampo", "sft"),
+        "methods": (
+            "fixed-1.2",
+            "linear-0.9-1.5",
+            "cosine-0.9-1.5",
+            "staged",
+            "uniform",
+            "e3-anneal",
+            "tampo-w0",
+            "tampo-w2",
+            "sft",
+        ),
         "run": {
             "steps": 4,
             "prompts_per_step": 4,
             "group_size": 4,
-            "warmup_steps": 2,
             "curve_every": 2,
             "curve_size": 16,
             "eval_size": 32,
@@ -76,6 +93,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         },
     },
 }
+SMOKE_BANNER = (
+    "SMOKE RUN ({profile}): {seeds} seed(s), short runs. It checks that everything runs end to "
+    "end; its numbers decide nothing (a verdict needs >= {min_seeds} paired seeds)."
+)
 ORDER = ("sft", *MAIN_METHODS, *(m for ms in ABLATIONS.values() for m in ms))
 
 
@@ -145,27 +166,55 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished worker processes."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _method_arg(name: str) -> str:
+    try:
+        return check_method(name)
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small configuration (< 5 min)")
+    mode.add_argument("--quick", action="store_true", help="smoke run of a few methods (< 5 min)")
     mode.add_argument("--smoke", action="store_true", help="tiny end-to-end check (seconds)")
     ap.add_argument(
         "--ablation",
         action="append",
         choices=sorted(ABLATIONS),
         default=[],
-        help="add TAMPO variants (top_p: 0/0.5/0.7/0.9, alpha: 0.01/0.05/0.1)",
+        help="add TAMPO variants (top_p: 0/0.5/0.7/0.9, alpha: 0.01/0.05/0.1; warm-up 10)",
     )
     ap.add_argument("--no-main", action="store_true", help="run only the ablation methods")
-    ap.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
-    ap.add_argument("--methods", nargs="+", help="override the method list")
+    ap.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: the profile's")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        type=_method_arg,
+        metavar="METHOD",
+        help="override the method list; valid names: "
+        + ", ".join(("sft", *MAIN_METHODS))
+        + " or any of the forms above (refused before any work if unknown)",
+    )
     ap.add_argument("--seeds", type=int, help="number of seeds (0..n-1)")
     ap.add_argument("--workers", type=int, default=2, help="processes (1 thread each)")
     ap.add_argument("--out", type=Path, help="results directory")
     ap.add_argument("--cache-dir", type=Path, help="SFT checkpoint cache")
     ap.add_argument("--report-only", action="store_true", help="only re-aggregate results")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    a = _parse_args(argv)
     profile = "quick" if a.quick else "smoke" if a.smoke else "full"
     prof = PROFILES[profile]
     out_dir: Path = a.out or prof["out"]
@@ -175,23 +224,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     for name in a.ablation:
         methods += [m for m in ABLATIONS[name] if m not in methods]
     seeds = range(a.seeds if a.seeds is not None else prof["seeds"])
-    specs = build_specs(profile, a.tasks, methods, list(seeds))
+    tasks = a.tasks or list(prof["tasks"])
+    specs = build_specs(profile, tasks, methods, list(seeds))
     out_dir.mkdir(parents=True, exist_ok=True)
+    banner = ""
+    if profile != "full" or len(seeds) < MIN_VERDICT_SEEDS:
+        banner = SMOKE_BANNER.format(profile=profile, seeds=len(seeds), min_seeds=MIN_VERDICT_SEEDS)
+        print(banner, flush=True)
     if not a.report_only:
         todo = pending(specs, out_dir)
-        start = time.time()
+        start, load_at_start = time.time(), list(os.getloadavg())
         print(f"{profile}: {len(specs)} runs, {len(todo)} to do -> {out_dir}", flush=True)
         sft_jobs = sorted({(s.task, s.sft, a.cache_dir) for s in todo}, key=lambda j: j[0])
         jobs = [(s, out_dir, a.cache_dir) for s in todo]
+        if sft_jobs:
+            print(f"supervised starts for {len(sft_jobs)} task(s) (cached after the first time)")
         if a.workers <= 1:
             _init_worker()
-            for job in sft_jobs:
+            for job in tqdm(sft_jobs, desc="sft", unit="task"):
                 _prepare_sft(job)
             for job in tqdm(jobs, desc="runs", unit="run"):
                 _run_and_save(job)
         else:
             with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
-                list(pool.imap_unordered(_prepare_sft, sft_jobs))
+                for _ in tqdm(
+                    pool.imap_unordered(_prepare_sft, sft_jobs),
+                    total=len(sft_jobs),
+                    desc="sft",
+                    unit="task",
+                ):
+                    pass
                 for _ in tqdm(
                     pool.imap_unordered(_run_and_save, jobs),
                     total=len(jobs),
@@ -213,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             "runs_done_now": len(todo),
             "wall_seconds_this_invocation": round(time.time() - start, 1),
             "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            "cpu_seconds_all_processes": round(_cpu_seconds(), 1),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()),
             "machine": machine(),
             "run_config": {
                 k: v
@@ -221,14 +286,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             }
             if specs
             else {},
-            "task_params": {t: TASKS[t]().params for t in a.tasks},
+            "task_params": {t: TASKS[t]().params for t in tasks},
         }
         log_path = out_dir / "invocations.json"
         history = json.loads(log_path.read_text()) if log_path.exists() else []
         log_path.write_text(json.dumps([*history, meta], indent=1))
-    paths = write_report(out_dir, ORDER)
+    print("writing tables and plots ...", flush=True)
+    paths = write_report(out_dir, ORDER, banner)
     for name, p in paths.items():
         print(f"{name}: {p}")
+    if banner:
+        print(banner)
     return paths
 
 

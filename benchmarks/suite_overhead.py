@@ -97,7 +97,7 @@ def measure(
         max_len = task.prompt_len + task.max_new_tokens
         model = TinyCausalLM(TinyLMConfig(task.vocab_size, max_len, width[0], width[1], 4))
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    tampo = TempMetaPolicy(warmup_steps=spec.warmup_steps, seed=seed)
+    tampo = TempMetaPolicy(warmup_steps=10, seed=seed)  # as the suite's tampo-w10
     pool = train_pool(task, SFT[task_name])
     rng = np.random.default_rng(seed)
     calls: list[str] = []
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--out", type=Path, default=RESULTS / "suite_overhead.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    spec = RunSpec(task="", method="tampo", seed=0, sft=SFT["countdown"])
+    spec = RunSpec(task="", method="tampo-w10", seed=0, sft=SFT["countdown"])
     rows = [measure(t, a.pairs, spec, tuple(a.width) if a.width else None) for t in a.tasks]
     record = {
         "command": "python -m benchmarks.suite_overhead "

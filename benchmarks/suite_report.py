@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.diagnostics import plot_diagnostics
+
 # Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom.
 _T975 = (
     12.706,
@@ -70,8 +72,54 @@ def _fmt(mean: float, half: float) -> str:
     return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
 
 
+MIN_VERDICT_SEEDS = 5
+ZERO_WIDTH = 1e-12  # CI half-widths at or below this are rounding noise of identical values
+SETTING_ORDER = ("greedy", "T0.6", "T1.0", "own")
+
+
+def split_metric(key: str) -> tuple[str, str]:
+    """``"pass@4/T0.6"`` -> ``("pass@4", "T0.6")``."""
+    metric, _, setting = key.partition("/")
+    return metric, setting
+
+
+def _setting_rank(setting: str) -> tuple[int, str]:
+    return (SETTING_ORDER.index(setting) if setting in SETTING_ORDER else 2, setting)
+
+
+def metric_keys(runs: list[dict[str, Any]]) -> list[str]:
+    """Every ``<metric>/<setting>`` key in the runs, grouped by setting (greedy, T grid, own)."""
+    keys = {k for r in runs for k in r["final"]}
+
+    def rank(k: str) -> tuple[tuple[int, str], int, str]:
+        metric, setting = split_metric(k)
+        return _setting_rank(setting), metric == "truncation", metric
+
+    return sorted(keys, key=rank)
+
+
+def paired_verdict(diffs: Sequence[float]) -> tuple[float, float, str]:
+    """(mean, 95% CI half-width, verdict) of paired per-seed differences (method - reference).
+
+    Fewer than :data:`MIN_VERDICT_SEEDS` pairs: ``"n/a (N seeds)"``. A CI that excludes 0 is
+    ``"better"`` / ``"worse"``; a zero-width CI (identical differences, half-width <=
+    :data:`ZERO_WIDTH`) is never significant.
+    """
+    mean, half = mean_ci(diffs) if len(diffs) else (math.nan, math.nan)
+    if len(diffs) < MIN_VERDICT_SEEDS:
+        return mean, half, f"n/a ({len(diffs)} seeds)"
+    if not half > ZERO_WIDTH:
+        return mean, half, "no significant difference (zero-width CI)"
+    if mean - half > 0:
+        return mean, half, "better"
+    if mean + half < 0:
+        return mean, half, "worse"
+    return mean, half, "no significant difference"
+
+
 def summarise(runs: list[dict[str, Any]], order: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per (task, method, metric): mean, CI, seeds and the raw per-seed values."""
+    """One row per (task, method, metric): mean, CI, seeds and the raw per-seed values;
+    ``own_T`` is the mean sampled T of the last 10% of steps, ``mean_train_T`` of all."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         groups[(r["spec"]["task"], r["spec"]["method"])].append(r)
@@ -79,13 +127,13 @@ def summarise(runs: list[dict[str, Any]], order: Sequence[str]) -> list[dict[str
     for task in sorted({t for t, _ in groups}):
         for method in _method_order({m for t, m in groups if t == task}, order):
             rs = sorted(groups[(task, method)], key=lambda r: r["spec"]["seed"])
+            trained = [r for r in rs if r["log"]["temperature"]]
             extra = {
-                "mean_train_T": [
-                    float(np.mean(r["log"]["temperature"])) for r in rs if r["log"]["temperature"]
-                ],
-                "step_seconds": [r["median_step_seconds"] for r in rs if r["log"]["temperature"]],
+                "own_T": [r["own_T"] for r in trained],
+                "mean_train_T": [float(np.mean(r["log"]["temperature"])) for r in trained],
+                "step_seconds": [r["median_step_seconds"] for r in trained],
             }
-            metrics = {k: [r["final"][k] for r in rs] for k in rs[0]["final"]}
+            metrics = {k: [r["final"][k] for r in rs if k in r["final"]] for k in metric_keys(rs)}
             for name, vals in {**metrics, **extra}.items():
                 if not vals:
                     continue
@@ -106,29 +154,27 @@ def summarise(runs: list[dict[str, Any]], order: Sequence[str]) -> list[dict[str
 
 
 def versus_best_fixed(runs: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """Per task, method (neither fixed nor ``sft``) and metric: the best fixed T chosen after
-    the fact on the evaluation set (an oracle sweep), and the method minus it, paired by seed
-    (95% CI; uncorrected for the number of comparisons)."""
+    """Per task, method (neither fixed nor ``sft``) and metric (each evaluation setting on its
+    own): the best fixed T chosen after the fact on the evaluation set (an oracle sweep), and
+    the method minus it, paired by seed, with :func:`paired_verdict` (uncorrected for the
+    number of comparisons). Truncation rates are not compared."""
     by: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
     for r in runs:
         by[(r["spec"]["task"], r["spec"]["method"])][r["spec"]["seed"]] = r["final"]
+    compared = [m for m in metrics if split_metric(m)[0] != "truncation"]
     out = []
     for task in sorted({t for t, _ in by}):
         fixed = [m for t, m in by if t == task and m.startswith("fixed-")]
         others = [m for t, m in by if t == task and not m.startswith("fixed-") and m != "sft"]
-        for method, metric in itertools.product(others if fixed else [], metrics):
-            best = max(fixed, key=lambda m: np.mean([v[metric] for v in by[(task, m)].values()]))
+        for method, metric in itertools.product(others if fixed else [], compared):
+            have = [m for m in fixed if all(metric in v for v in by[(task, m)].values())]
+            if not have or not all(metric in v for v in by[(task, method)].values()):
+                continue
+            best = max(have, key=lambda m: np.mean([v[metric] for v in by[(task, m)].values()]))
             ours, theirs = by[(task, method)], by[(task, best)]
             seeds = sorted(set(ours) & set(theirs))
-            mean, half = mean_ci([ours[s][metric] - theirs[s][metric] for s in seeds])
-            verdict = (
-                "n/a"
-                if math.isnan(half)
-                else "better"
-                if mean - half > 0
-                else "worse"
-                if mean + half < 0
-                else "no significant difference"
+            mean, half, verdict = paired_verdict(
+                [ours[s][metric] - theirs[s][metric] for s in seeds]
             )
             out.append(
                 {
@@ -147,10 +193,28 @@ def versus_best_fixed(runs: list[dict[str, Any]], metrics: Sequence[str]) -> lis
     return out
 
 
+def _mark(v: dict[str, Any]) -> str:
+    diff = _fmt(v["diff_mean"], v["diff_ci95"])
+    if v["verdict"] in ("better", "worse"):
+        return f"{diff} **{v['verdict']}**"
+    if v["verdict"].startswith("n/a"):
+        return f"{diff} {v['verdict']}"
+    return diff
+
+
+SETTING_TITLES = {
+    "greedy": "greedy decoding (headline)",
+    "own": "each model at its own training temperature (fixed: its T; adaptive and scheduled: "
+    "the mean sampled T of its last 10% of steps)",
+}
+
+
 def markdown(
     rows: list[dict[str, Any]], versus: list[dict[str, Any]], metrics: Sequence[str]
 ) -> str:
-    cols = [*metrics, "mean_train_T"]
+    """Per task: the seeds and training temperatures, then per evaluation setting a table of
+    every method and a table of every method minus the best fixed T."""
+    settings = list(dict.fromkeys(split_metric(m)[1] for m in metrics))
     lines = []
     for task in sorted({r["task"] for r in rows}):
         cell = {(r["method"], r["metric"]): r for r in rows if r["task"] == task}
@@ -158,51 +222,78 @@ def markdown(
         lines += [
             f"### {task}",
             "",
-            "| method | seeds | " + " | ".join(cols) + " |",
-            "|---" * (len(cols) + 2) + "|",
+            "| method | seeds | own T (last 10% of steps) | mean training T | step s |",
+            "|---|---|---|---|---|",
         ]
         for m in methods:
-            n = next(r["n"] for r in rows if r["task"] == task and r["method"] == m)
+            n = max(r["n"] for r in rows if r["task"] == task and r["method"] == m)
             vals = [
                 _fmt(cell[(m, c)]["mean"], cell[(m, c)]["ci95"]) if (m, c) in cell else "-"
-                for c in cols
+                for c in ("own_T", "mean_train_T", "step_seconds")
             ]
             lines.append(f"| {m} | {n} | " + " | ".join(vals) + " |")
         lines.append("")
-        vs = [v for v in versus if v["task"] == task and v["method"] == "tampo"]
-        if vs:
+        for setting in settings:
+            cols = [k for k in metrics if split_metric(k)[1] == setting]
+            title = SETTING_TITLES.get(setting, f"sampled at T = {setting.removeprefix('T')}")
             lines += [
-                "TAMPO minus the best fixed temperature (picked per metric on the "
-                "evaluation set, paired by seed):",
+                f"#### {task}: {title}",
                 "",
-                "| metric | best fixed | best fixed mean | TAMPO mean | TAMPO - best | verdict |",
-                "|---|---|---|---|---|---|",
+                "| method | " + " | ".join(split_metric(c)[0] for c in cols) + " |",
+                "|---" * (len(cols) + 1) + "|",
             ]
-            lines += [
-                f"| {v['metric']} | {v['best_fixed']} | {v['best_fixed_mean']:.3f} | "
-                f"{v['method_mean']:.3f} | {_fmt(v['diff_mean'], v['diff_ci95'])} | "
-                f"{'TAMPO ' if v['verdict'] in ('better', 'worse') else ''}{v['verdict']} |"
-                for v in vs
-            ]
+            for m in methods:
+                vals = [
+                    _fmt(cell[(m, c)]["mean"], cell[(m, c)]["ci95"]) if (m, c) in cell else "-"
+                    for c in cols
+                ]
+                lines.append(f"| {m} | " + " | ".join(vals) + " |")
             lines.append("")
-        cells = {(v["method"], v["metric"]): v for v in versus if v["task"] == task}
-        others = list(dict.fromkeys(v["method"] for v in versus if v["task"] == task))
-        if others:
+            vs = {(v["method"], v["metric"]): v for v in versus if v["task"] == task}
+            compared = [c for c in cols if any(k[1] == c for k in vs)]
+            others = list(dict.fromkeys(k[0] for k in vs if k[1] in compared))
+            if not others:
+                continue
+            best = ", ".join(
+                f"{split_metric(c)[0]}: {vs[(others[0], c)]['best_fixed']}" for c in compared
+            )
             lines += [
-                "Every method minus the best fixed temperature for that metric (paired by "
-                "seed, 95% CI; * = CI excludes 0; no correction for multiple comparisons):",
+                f"Minus the best fixed T for each metric (picked after the fact: {best}), "
+                f"paired by seed, 95% CI; a verdict needs >= {MIN_VERDICT_SEEDS} seeds; no "
+                "correction for multiple comparisons:",
                 "",
-                "| method | " + " | ".join(metrics) + " |",
-                "|---" * (len(metrics) + 1) + "|",
+                "| method | " + " | ".join(split_metric(c)[0] for c in compared) + " |",
+                "|---" * (len(compared) + 1) + "|",
             ]
             for m in others:
-                marks = []
-                for c in metrics:
-                    v = cells[(m, c)]
-                    star = "*" if v["verdict"] in ("better", "worse") else ""
-                    marks.append(f"{v['diff_mean']:+.3f} ± {v['diff_ci95']:.3f}{star}")
+                marks = [_mark(vs[(m, c)]) if (m, c) in vs else "-" for c in compared]
                 lines.append(f"| {m} | " + " | ".join(marks) + " |")
             lines.append("")
+    return "\n".join(lines)
+
+
+def persistence_markdown(runs: list[dict[str, Any]], order: Sequence[str]) -> str:
+    """Per wrong-mode testbed: seed-mean held-out greedy pass@1 on the carry subset (where the
+    start policy's likeliest answer is wrong) at each curve step, per method."""
+    by: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r["curve"] and "pass@1/greedy-carry" in r["curve"][0] and r["log"]["temperature"]:
+            by[r["spec"]["task"]][r["spec"]["method"]].append(r)
+    lines = []
+    for task, methods in sorted(by.items()):
+        steps = [c["step"] for c in next(iter(methods.values()))[0]["curve"]]
+        lines += [
+            f"### {task}: how long the wrong mode lasts",
+            "",
+            "Held-out greedy pass@1 on the carry subset (seed mean) after each number of steps:",
+            "",
+            "| method | " + " | ".join(str(x) for x in steps) + " |",
+            "|---" * (len(steps) + 1) + "|",
+        ]
+        for m in _method_order(set(methods), order):
+            vals = np.mean([[c["pass@1/greedy-carry"] for c in r["curve"]] for r in methods[m]], 0)
+            lines.append(f"| {m} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -212,15 +303,23 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(x, np.ones(width) / width, mode="valid")
 
 
+def _is_ablation(method: str) -> bool:
+    return method.startswith("tampo-") and ("-p" in method or "-a" in method)
+
+
 def _style(method: str) -> dict[str, Any]:
-    """Line style per method: fixed T in blues (darker = hotter), TAMPO thick red."""
+    """Line style per method: fixed T in blues (darker = hotter), TAMPO thick red/magenta."""
     import matplotlib
 
     named = {
-        "tampo": ("tab:red", 2.4),
+        "tampo-w10": ("tab:red", 2.4),
+        "tampo-w0": ("tab:pink", 2.4),
         "linear-0.9-1.5": ("tab:purple", 1.4),
+        "cosine-0.9-1.5": ("tab:brown", 1.4),
+        "staged": ("tab:olive", 1.4),
         "uniform": ("tab:gray", 1.4),
         "e3": ("tab:orange", 1.4),
+        "e3-anneal": ("gold", 1.4),
         "sft": ("black", 1.0),
     }
     if method in named:
@@ -234,7 +333,7 @@ def _style(method: str) -> dict[str, Any]:
         "color": color,
         "lw": lw,
         "label": method,
-        "ls": "--" if method.startswith("tampo-") else "-",
+        "ls": "--" if _is_ablation(method) else "-",
     }
 
 
@@ -253,7 +352,7 @@ def _curves_figure(
             rs = by[(task, method)]
             style = _style(method)
             steps = [c["step"] for c in rs[0]["curve"]]
-            acc = np.mean([[c["greedy_pass@1"] for c in r["curve"]] for r in rs], axis=0)
+            acc = np.mean([[c["pass@1/greedy"] for c in r["curve"]] for r in rs], axis=0)
             if method == "sft":
                 axes[row, 1].axhline(acc[0], ls=":", color="black", lw=1.0, label="sft (start)")
                 continue
@@ -275,8 +374,8 @@ def _curves_figure(
 
 def plot(runs: list[dict[str, Any]], order: Sequence[str], out_dir: Path) -> list[Path]:
     """learning_curves.png (every method but the TAMPO ablations), ablation_curves.png (TAMPO
-    and its variants, when present) and tampo_temperature_heatmap.png (seed-mean pi(T) per
-    step, sampled T overlaid)."""
+    and its variants, when present), tampo_temperature_heatmap.png (seed-mean pi(T) per step
+    of each TAMPO method, sampled T overlaid) and the diagnostics_<task>.png figures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,20 +387,18 @@ def plot(runs: list[dict[str, Any]], order: Sequence[str], out_dir: Path) -> lis
         by[(r["spec"]["task"], r["spec"]["method"])].append(r)
     ordered = {t: _method_order({m for task, m in by if task == t}, order) for t in tasks}
     paths = [out_dir / "learning_curves.png"]
-    main = {t: [m for m in ms if not m.startswith("tampo-")] for t, ms in ordered.items()}
+    main = {t: [m for m in ms if not _is_ablation(m)] for t, ms in ordered.items()}
     _curves_figure(by, tasks, main, paths[-1])
-    variants = {t: [m for m in ms if m.startswith("tampo")] for t, ms in ordered.items()}
-    if any(len(ms) > 1 for ms in variants.values()):
+    variants = {t: [m for m in ms if m.startswith("tampo-")] for t, ms in ordered.items()}
+    if any(len(ms) > 2 for ms in variants.values()):
         paths.append(out_dir / "ablation_curves.png")
         _curves_figure(by, tasks, variants, paths[-1])
 
-    tampo_tasks = [t for t in tasks if by.get((t, "tampo"))]
-    if tampo_tasks:
-        fig, axes = plt.subplots(
-            len(tampo_tasks), 1, figsize=(11, 3.6 * len(tampo_tasks)), squeeze=False
-        )
-        for row, task in enumerate(tampo_tasks):
-            rs = by[(task, "tampo")]
+    panels = [(t, m) for t in tasks for m in variants[t] if not _is_ablation(m)]
+    if panels:
+        fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
+        for row, (task, method) in enumerate(panels):
+            rs = by[(task, method)]
             temps = rs[0]["temperatures"]
             probs = np.mean([r["log"]["probs"] for r in rs], axis=0).T
             ax = axes[row, 0]
@@ -321,7 +418,8 @@ def plot(runs: list[dict[str, Any]], order: Sequence[str], out_dir: Path) -> lis
             )
             ax.set_yticks(range(len(temps)), [f"{t:.1f}" for t in temps])
             ax.set(
-                title=f"{task}: TAMPO meta-policy pi(T) after each step (mean of {len(rs)} seeds)",
+                title=f"{task} {method}: meta-policy pi(T) after each step (mean of {len(rs)} "
+                "seeds)",
                 xlabel="step",
                 ylabel="T",
             )
@@ -329,9 +427,9 @@ def plot(runs: list[dict[str, Any]], order: Sequence[str], out_dir: Path) -> lis
             fig.colorbar(im, ax=ax, label="probability")
         fig.tight_layout()
         paths.append(out_dir / "tampo_temperature_heatmap.png")
-        fig.savefig(paths[-1], dpi=110)
+        fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
-    return paths
+    return paths + plot_diagnostics(runs, out_dir)
 
 
 def _provenance(out_dir: Path) -> str:
@@ -344,7 +442,15 @@ def _provenance(out_dir: Path) -> str:
     lines = ["Produced by (run from the repository root):", ""]
     lines += [
         f"- `{c['command']}` ({c['runs_done_now']} runs, "
-        f"{c['wall_seconds_this_invocation'] / 60:.1f} min, finished {c['finished_utc']} UTC)"
+        f"{c['wall_seconds_this_invocation'] / 60:.1f} min wall"
+        + (
+            f", {c['cpu_seconds_all_processes'] / 60:.1f} min CPU, load average (1/5/15 min) "
+            f"{'/'.join(f'{x:.1f}' for x in c['load_average_at_start'])} at the start and "
+            f"{'/'.join(f'{x:.1f}' for x in c['load_average_at_end'])} at the end"
+            if "cpu_seconds_all_processes" in c
+            else ""
+        )
+        + f", finished {c['finished_utc']} UTC)"
         for c in calls
     ]
     cfg = calls[-1].get("run_config", {})
@@ -360,12 +466,13 @@ def _provenance(out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: Path, order: Sequence[str]) -> dict[str, Path]:
-    """Write results.csv, results.json, results.md and the plots; returns their paths."""
+def write_report(out_dir: Path, order: Sequence[str], banner: str = "") -> dict[str, Path]:
+    """Write results.csv, results.json, results.md (``banner`` first, in bold) and the plots;
+    returns their paths."""
     runs = load_runs(out_dir)
     if not runs:
         raise FileNotFoundError(f"no run results under {out_dir / 'runs'}")
-    metrics = list(runs[0]["final"])
+    metrics = metric_keys(runs)
     rows = summarise(runs, order)
     rank = {m: i for i, m in enumerate(dict.fromkeys(order))}
     versus = sorted(
@@ -392,7 +499,14 @@ def write_report(out_dir: Path, order: Sequence[str]) -> dict[str, Path]:
                 ]
             )
     paths["json"].write_text(json.dumps({"summary": rows, "versus_best_fixed": versus}, indent=1))
-    paths["md"].write_text(_provenance(out_dir) + markdown(rows, versus, metrics))
+    head = f"**{banner}**\n\n" if banner else ""
+    paths["md"].write_text(
+        head
+        + _provenance(out_dir)
+        + markdown(rows, versus, metrics)
+        + "\n"
+        + persistence_markdown(runs, order)
+    )
     for p in plot(runs, order, out_dir):
         paths[p.stem] = p
     return paths

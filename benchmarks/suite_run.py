@@ -18,22 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.baselines import (
-    EntropyTargetController,
-    FixedTemperature,
-    LinearSchedule,
-    UniformRandom,
-)
-from benchmarks.testbeds import TASKS, Problem, Task
-from benchmarks.testbeds.evaluation import correct_counts, evaluate
+from benchmarks.baselines import EntropyTargetController, StagedSchedule
+from benchmarks.diagnostics import RecordingMetaPolicy
+from benchmarks.methods import make_temperature_policy
+from benchmarks.testbeds import TASKS, Problem, ShapedAddition, Task
+from benchmarks.testbeds.evaluation import correct_counts, evaluate, truncated
 from benchmarks.testbeds.sft import SFTConfig, eval_problems, load_or_train, train_pool
 from tampo_core import PAPER_TEMPERATURES, TempMetaPolicy
-from tampo_core.adapters.torch_loop import (
-    TemperaturePolicy,
-    group_advantages,
-    grpo_update,
-    sample_completions,
-)
+from tampo_core.adapters.torch_loop import group_advantages, grpo_update, sample_completions
 
 MAIN_METHODS = (
     "fixed-0.6",
@@ -41,20 +33,28 @@ MAIN_METHODS = (
     "fixed-1.2",
     "fixed-1.5",
     "linear-0.9-1.5",
+    "cosine-0.9-1.5",
+    "staged",
     "uniform",
     "e3",
-    "tampo",
+    "e3-anneal",
+    "tampo-w0",
+    "tampo-w10",
 )
 ABLATIONS = {
-    "top_p": ("tampo-p0", "tampo-p0.5", "tampo", "tampo-p0.9"),
-    "alpha": ("tampo-a0.01", "tampo", "tampo-a0.1"),
+    "top_p": ("tampo-w10-p0", "tampo-w10-p0.5", "tampo-w10", "tampo-w10-p0.9"),
+    "alpha": ("tampo-w10-a0.01", "tampo-w10", "tampo-w10-a0.1"),
 }
-TAMPO_DEFAULTS = {"top_p": 0.7, "ema_alpha": 0.05}
+EVAL_TEMPERATURES = (0.6, 1.0)
+OWN_T_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines one run's result (its hash names the compatible results)."""
+    """Everything that determines one run's result (its hash names the compatible results).
+
+    Evaluation: greedy, ``samples`` draws at each of ``eval_temperatures`` and at the run's own
+    training temperature (see :func:`own_temperature`)."""
 
     task: str
     method: str
@@ -64,12 +64,11 @@ class RunSpec:
     prompts_per_step: int = 32
     group_size: int = 8
     lr: float = 3e-4
-    warmup_steps: int = 10
-    curve_every: int = 20
+    curve_every: int = 10
     curve_size: int = 256
     eval_size: int = 512
     eval_samples: int = 16
-    eval_temperature: float = 1.0
+    eval_temperatures: tuple[float, ...] = EVAL_TEMPERATURES
     ks: tuple[int, ...] = (4, 8, 16)
 
     def key(self) -> str:
@@ -81,33 +80,11 @@ class RunSpec:
         return out_dir / "runs" / self.task / self.method / f"seed{self.seed}.json"
 
 
-def make_temperature_policy(spec: RunSpec, vocab_size: int) -> TemperaturePolicy:
-    """The temperature source named by ``spec.method``."""
-    m = spec.method
-    if m.startswith("fixed-"):
-        return FixedTemperature(float(m.removeprefix("fixed-")))
-    if m.startswith("linear-"):
-        start, end = (float(x) for x in m.removeprefix("linear-").split("-"))
-        return LinearSchedule(start, end, spec.steps)
-    if m == "uniform":
-        return UniformRandom(PAPER_TEMPERATURES, seed=spec.seed)
-    if m == "e3":
-        return EntropyTargetController(
-            vocab_size, t_init=1.0, t_min=min(PAPER_TEMPERATURES), t_max=max(PAPER_TEMPERATURES)
-        )
-    if m == "tampo" or m.startswith(("tampo-p", "tampo-a")):
-        kw: dict[str, Any] = dict(TAMPO_DEFAULTS)
-        if m.startswith("tampo-p"):
-            kw["top_p"] = float(m.removeprefix("tampo-p"))
-        elif m.startswith("tampo-a"):
-            kw["ema_alpha"] = float(m.removeprefix("tampo-a"))
-        return TempMetaPolicy(
-            temperatures=PAPER_TEMPERATURES, warmup_steps=spec.warmup_steps, seed=spec.seed, **kw
-        )
-    raise ValueError(
-        f"unknown method {m!r}; expected fixed-<T>, linear-<a>-<b>, uniform, e3, "
-        "tampo, tampo-p<top_p> or tampo-a<alpha>"
-    )
+def own_temperature(temperatures: list[float]) -> float:
+    """The temperature a run trained at: the mean sampled T of its last 10% of steps (at least
+    one step); for a fixed T that is T itself."""
+    tail = max(1, int(np.ceil(OWN_T_FRACTION * len(temperatures))))
+    return float(np.mean(temperatures[-tail:]))
 
 
 def _train(
@@ -119,7 +96,15 @@ def _train(
 ) -> dict[str, list[Any]]:
     """GRPO for ``spec.steps`` steps; appends held-out greedy pass@1 points to ``curve``."""
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    tp = make_temperature_policy(spec, task.vocab_size)
+    tp = make_temperature_policy(
+        spec.method,
+        steps=spec.steps,
+        group_size=spec.group_size,
+        vocab_size=task.vocab_size,
+        seed=spec.seed,
+    )
+    if isinstance(tp, TempMetaPolicy):
+        tp = RecordingMetaPolicy(tp)
     pool = train_pool(task, spec.sft)
     rng = np.random.default_rng(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
@@ -142,32 +127,40 @@ def _train(
         )
         rewards = task.rewards(problems, rollout.completion_ids, rollout.completion_mask)
         adv = group_advantages(rewards, spec.group_size, "grpo")
-        stats = grpo_update(
-            model, opt, prompt_ids, rollout, adv, temperature, temperature_policy=tp
-        )
+        grpo_update(model, opt, prompt_ids, rollout, adv, temperature, temperature_policy=tp)
         log["step_seconds"].append(time.perf_counter() - t0)
         log["temperature"].append(float(temperature))
         log["reward"].append(float(rewards.mean()))
-        if isinstance(tp, TempMetaPolicy):
-            log["probs"].append([float(p) for p in tp.probs])
-            log["support_size"].append(float(stats.observed.support_size))
+        cut = truncated(task, rollout.completion_ids, rollout.completion_mask)
+        log["truncation"].append(float(cut.float().mean()))
         if isinstance(tp, EntropyTargetController):
             log["entropy"].append(tp.last_entropy)
+        if isinstance(tp, StagedSchedule):
+            log["diversity"].append(tp.last_diversity)
+    if isinstance(tp, RecordingMetaPolicy):
+        log.update(tp.record)
     curve.append(_curve_point(model, task, curve_set, spec.steps))
     return log
 
 
 def _empty_log() -> dict[str, list[Any]]:
-    """Per-step training traces (empty for the ``sft`` method)."""
-    keys = ("temperature", "reward", "step_seconds", "probs", "support_size", "entropy")
+    """Per-step training traces (empty for the ``sft`` method); TAMPO runs add the
+    diagnostics of :data:`benchmarks.diagnostics.DIAGNOSTIC_KEYS`."""
+    keys = ("temperature", "reward", "truncation", "step_seconds", "entropy", "diversity")
     return {key: [] for key in keys}
 
 
 def _curve_point(
     model: torch.nn.Module, task: Task, problems: list[Problem], step: int
 ) -> dict[str, float]:
-    acc = correct_counts(model, task, problems, 1, 0.0).mean()
-    return {"step": step, "greedy_pass@1": float(acc)}
+    """Held-out greedy pass@1 at ``step``; wrong-mode testbeds add it on their carry subset
+    (``pass@1/greedy-carry``), which shows how long the wrong mode lasts."""
+    correct = correct_counts(model, task, problems, 1, 0.0)[0]
+    point = {"step": step, "pass@1/greedy": float(correct.mean())}
+    if isinstance(task, ShapedAddition) and task.trap_prob:
+        carry = np.array([task.is_trap(*p.numbers) for p in problems])
+        point["pass@1/greedy-carry"] = float(correct[carry].mean())
+    return point
 
 
 def run(spec: RunSpec, cache_dir: Path | None = None) -> dict[str, Any]:
@@ -184,17 +177,16 @@ def run(spec: RunSpec, cache_dir: Path | None = None) -> dict[str, Any]:
     else:
         log = _train(spec, task, model, held_out[: spec.curve_size], curve)
     model.eval()
+    settings = {f"T{t:.1f}": t for t in spec.eval_temperatures}
+    own = own_temperature(log["temperature"]) if log["temperature"] else None
+    if own is not None:
+        settings["own"] = own
     final = evaluate(
-        model,
-        task,
-        held_out,
-        spec.eval_samples,
-        spec.eval_temperature,
-        spec.ks,
-        seed=10_000 + spec.seed,
+        model, task, held_out, spec.eval_samples, settings, spec.ks, seed=10_000 + spec.seed
     )
     steps = log["step_seconds"]
     return {
+        "own_T": own,
         "spec": dataclasses.asdict(spec),
         "key": spec.key(),
         "final": final,

@@ -65,7 +65,11 @@ def start_statistics(
     gen = torch.Generator().manual_seed(seed)
     prompts = task.prompt_ids(problems)
     greedy = sample_completions(
-        model, prompts, temperature=0.0, max_new_tokens=task.max_new_tokens, eos_token_id=task.eos_id
+        model,
+        prompts,
+        temperature=0.0,
+        max_new_tokens=task.max_new_tokens,
+        eos_token_id=task.eos_id,
     )
     out: dict[str, Any] = {
         "greedy": rollout_stats(task, problems, greedy.completion_ids, greedy.completion_mask)
@@ -105,7 +109,8 @@ def start_statistics(
 def markdown(stats: dict[str, dict[str, Any]]) -> str:
     temps = [f"{t:g}" for t in PAPER_TEMPERATURES]
     lines = [
-        "| testbed | V | greedy R | " + " | ".join(f"E[R] T={t}" for t in temps)
+        "| testbed | V | greedy R | "
+        + " | ".join(f"E[R] T={t}" for t in temps)
         + " | best T | support (of K) | trunc. greedy / T=1 | loop T=1 |",
         "|---" * (len(temps) + 7) + "|",
     ]
@@ -131,7 +136,9 @@ def markdown(stats: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"| {n} | {s['trap_fraction']:.2f} | {s['greedy']['reward_on_trap']:.3f} / "
                 f"{s['greedy']['reward_off_trap']:.3f} | "
-                + " | ".join(f"{c['reward_on_trap']:.3f} / {c['reward_off_trap']:.3f}" for c in cells)
+                + " | ".join(
+                    f"{c['reward_on_trap']:.3f} / {c['reward_off_trap']:.3f}" for c in cells
+                )
                 + " |"
             )
     return "\n".join(lines) + "\n"
@@ -159,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         print(f"{name}: done in {time.time() - t0:.0f} s", flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "command": shlex.join(["python", "-m", "benchmarks.testbed_stats", *(argv or sys.argv[1:])]),
+        "command": shlex.join(
+            ["python", "-m", "benchmarks.testbed_stats", *(argv or sys.argv[1:])]
+        ),
         "wall_seconds": round(time.time() - start, 1),
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "machine": machine(),

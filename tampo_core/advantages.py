@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, get_type_hints
 
 import numpy as np
 
 from tampo_core.sparsemax import sparsemax
+from tampo_core.validation import expected
 
 MINMAX_EPS = 1e-12
 """Below this spread of the EMA the meta-policy is uniform (e.g. before any update)."""
@@ -15,13 +16,23 @@ MINMAX_EPS = 1e-12
 class TemperatureAdvantageSums(NamedTuple):
     """Sums over one batch, ready to be all-reduced across ranks (every field adds up).
 
+    Every field is a float or a float64 ``[K]`` array (annotated ``np.ndarray``); :meth:`pack`
+    and :meth:`unpack` follow the field order, so a new additive field travels in the same
+    single collective without further code.
+
     Attributes:
-        advantage_sum: float64 ``[K]``, ``sum_i w_ik * A_i`` over the counted trajectories.
+        advantage_sum: float64 ``[K]``, ``sum_i w_ik * A_i`` over the counted trajectories
+            (with ``meta_advantage="batch_baseline"``, ``A_i`` is the reward ``r_i``: the
+            baseline is applied after the reduction, ``tampo_core.meta_advantage``).
         count: number of counted trajectories N.
         skipped: number of trajectories skipped for having no valid token.
         support_sum: total sparsemax support size over the counted trajectories.
         argmax_histogram: float64 ``[K]``, how many counted trajectories have T_k as their
             most likely temperature (ties: the lower temperature).
+        weight_sum: float64 ``[K]``, ``sum_i w_ik`` over the counted trajectories.
+        reward_sum: ``sum_i r_i`` over the counted trajectories (0 unless the batch baseline
+            is in use).
+        reward_sq_sum: ``sum_i r_i^2`` likewise.
     """
 
     advantage_sum: np.ndarray
@@ -29,28 +40,46 @@ class TemperatureAdvantageSums(NamedTuple):
     skipped: float
     support_sum: float
     argmax_histogram: np.ndarray
+    weight_sum: np.ndarray
+    reward_sum: float
+    reward_sq_sum: float
 
     def pack(self) -> np.ndarray:
-        """Flatten to one float64 vector ``[2K + 3]`` (one collective)."""
-        return np.concatenate(
-            [
-                self.advantage_sum,
-                [self.count, self.skipped, self.support_sum],
-                self.argmax_histogram,
-            ]
-        )
+        """Flatten to one float64 vector, fields in order (``[3K + 5]``), for one collective."""
+        return np.concatenate([np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in self])
 
     @classmethod
     def unpack(cls, packed: np.ndarray, num_temperatures: int) -> TemperatureAdvantageSums:
-        """Inverse of :meth:`pack`."""
-        k = num_temperatures
+        """Inverse of :meth:`pack` (each ``np.ndarray`` field is ``[K]``, each float one slot).
+
+        Raises:
+            ValueError: ``packed`` is not float64 ``[M]`` with M what K implies.
+        """
+        sizes = cls._field_sizes(num_temperatures)
+        if packed.shape != (sum(sizes),):
+            rule = f"shape [{sum(sizes)}] for K = {num_temperatures}"
+            raise ValueError(expected("packed", rule, f"shape {list(packed.shape)}"))
+        ends = np.cumsum(sizes).tolist()
         return cls(
-            advantage_sum=packed[:k].copy(),
-            count=float(packed[k]),
-            skipped=float(packed[k + 1]),
-            support_sum=float(packed[k + 2]),
-            argmax_histogram=packed[k + 3 :].copy(),
+            *(
+                packed[end - size : end].astype(np.float64) if vector else float(packed[end - 1])
+                for size, end, vector in zip(sizes, ends, cls._vector_fields(), strict=True)
+            )
         )
+
+    @classmethod
+    def zeros(cls, num_temperatures: int) -> TemperatureAdvantageSums:
+        """Empty sums: what a rank contributes when its batch failed its checks."""
+        return cls.unpack(np.zeros(sum(cls._field_sizes(num_temperatures))), num_temperatures)
+
+    @classmethod
+    def _vector_fields(cls) -> list[bool]:
+        hints = get_type_hints(cls)
+        return [hints[name] is np.ndarray for name in cls._fields]
+
+    @classmethod
+    def _field_sizes(cls, num_temperatures: int) -> list[int]:
+        return [num_temperatures if vector else 1 for vector in cls._vector_fields()]
 
 
 def temperature_advantage_sums(
@@ -78,6 +107,9 @@ def temperature_advantage_sums(
         argmax_histogram=np.bincount(rows.argmax(axis=1), minlength=num_temperatures).astype(
             np.float64
         ),
+        weight_sum=weights.sum(axis=0),
+        reward_sum=0.0,
+        reward_sq_sum=0.0,
     )
 
 

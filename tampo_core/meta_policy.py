@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,13 +12,20 @@ from tampo_core.advantages import (
     TemperatureAdvantageSums,
     ema_update,
     minmax_distribution,
-    temperature_advantage_sums,
 )
 from tampo_core.config import TampoConfig
-from tampo_core.distributed import all_reduce_sum, distributed_ready
+from tampo_core.distributed import (
+    check_same_config,
+    distributed_ready,
+    synchronise,
+)
 from tampo_core.loglik import TemperatureLoglik, multi_temperature_loglik
+from tampo_core.meta_advantage import batch_meta_advantage, meta_advantage_sums
+from tampo_core.metrics import policy_metrics
 from tampo_core.nucleus import nucleus_sample
 from tampo_core.protocol import TemperaturePolicy
+from tampo_core.sharpness import sparsemax_input
+from tampo_core.state import dump_state, parse_state
 from tampo_core.stats import ObserveStats
 from tampo_core.validation import (
     check_advantages,
@@ -28,8 +35,7 @@ from tampo_core.validation import (
     check_num_tokens,
     expected,
 )
-
-STATE_VERSION = 1
+from tampo_core.warmup import warmup_index
 
 
 class TempMetaPolicy(TemperaturePolicy):
@@ -46,7 +52,15 @@ class TempMetaPolicy(TemperaturePolicy):
     Distributed: when ``torch.distributed`` is initialised, each ``observe`` all-reduces the
     per-batch sums and counts (float64) before the EMA update, so every rank holds the same
     distribution and, with the same seed, draws the same temperatures. Pass ``sync=False`` when
-    the caller already gathered the whole batch on every rank.
+    the caller already gathered the whole batch on every rank. All ranks succeed together or
+    fail together (``tampo_core.distributed``): a bad batch on any rank makes every rank raise
+    the same error in the same call, states unchanged; the first synchronised update checks
+    that every rank holds the same config (seed included); an update made by one rank alone
+    (``sync=False`` on that rank only) is detected at the next synchronised update.
+
+    Numerics: advantages beyond ``|A| <= 1e100`` (``validation.MAX_ABS_ADVANTAGE``) are
+    refused, not rescaled, so no sum, EMA or spread can overflow and nothing non-finite enters
+    the state.
     """
 
     def __init__(
@@ -84,6 +98,7 @@ class TempMetaPolicy(TemperaturePolicy):
         self._last_temperature: float | None = None
         self._last_stats: ObserveStats | None = None
         self._rng = np.random.Generator(np.random.PCG64(self._config.seed))
+        self._config_checked = False  # across ranks, at the first synchronised update
 
     @property
     def config(self) -> TampoConfig:
@@ -128,11 +143,12 @@ class TempMetaPolicy(TemperaturePolicy):
     def sample(self) -> float:
         """Draw the temperature for the next rollout batch.
 
-        Uniform over the candidates during warm-up, then nucleus sampling of ``probs`` with
-        ``top_p`` (``top_p = 0``: the argmax, ties to the lower temperature).
+        During warm-up the ``warmup`` rule (uniform over the candidates, or the fixed
+        ``warmup_temperature``), then nucleus sampling of ``probs`` with ``top_p``
+        (``top_p = 0``: the argmax, ties to the lower temperature).
         """
         if self.in_warmup:
-            index = int(self._rng.integers(self._config.num_temperatures))
+            index = warmup_index(self._config, self._rng)
         else:
             index = nucleus_sample(self.probs, self._config.top_p, self._rng)
         self._last_temperature = self.temperatures[index]
@@ -148,6 +164,7 @@ class TempMetaPolicy(TemperaturePolicy):
         source_temperature: float = 1.0,
         sync: bool | None = None,
         chunk_size: int | None = None,
+        rewards: torch.Tensor | np.ndarray | list[float] | None = None,
     ) -> ObserveStats:
         """Update the meta-policy from one batch of scored rollouts.
 
@@ -163,8 +180,11 @@ class TempMetaPolicy(TemperaturePolicy):
                 Trajectories with no valid token are skipped and counted as such.
             source_temperature: the temperature the given values are already divided by
                 (vLLM/OpenRLHF hand out tempered logits); raw logits = given * this.
-            sync: all-reduce across ranks (default: whenever torch.distributed is initialised).
+            sync: all-reduce across ranks (default: whenever torch.distributed is initialised);
+                None or a bool.
             chunk_size: rows per kernel chunk (default: the kernel's choice).
+            rewards: ``[B]`` rewards, required with ``meta_advantage="batch_baseline"`` (and
+                refused otherwise); see :meth:`observe_loglik`.
 
         Returns:
             The update's statistics (global across ranks when synchronised).
@@ -172,18 +192,27 @@ class TempMetaPolicy(TemperaturePolicy):
         Raises:
             ValueError, TypeError: on malformed or non-finite input (a NaN/inf logit in a valid
                 row makes that trajectory's likelihood non-finite); the state is unchanged.
+                Synchronised, a bad input on any rank raises on every rank, the message naming
+                the failing ranks and their errors (``distributed.synchronise``); a config that
+                differs across ranks raises ValueError naming the field.
+            RuntimeError: ``sync=True`` without a process group; ranks out of step (their
+                update counters differ).
         """
-        check_float_tensor("logits_or_logprobs", logits_or_logprobs, 3, "[B, L, V]")
-        check_advantages(advantages, logits_or_logprobs.shape[0])
-        loglik = multi_temperature_loglik(
-            logits_or_logprobs,
-            tokens,
-            self.temperatures,
-            mask=mask,
-            source_temperature=source_temperature,
-            chunk_size=chunk_size,
-        )
-        return self.observe_loglik(loglik, advantages, sync=sync)
+
+        def batch_sums() -> TemperatureAdvantageSums:
+            check_float_tensor("logits_or_logprobs", logits_or_logprobs, 3, "[B, L, V]")
+            check_advantages(advantages, logits_or_logprobs.shape[0])
+            loglik = multi_temperature_loglik(
+                logits_or_logprobs,
+                tokens,
+                self.temperatures,
+                mask=mask,
+                source_temperature=source_temperature,
+                chunk_size=chunk_size,
+            )
+            return self._batch_sums(loglik, advantages, None, rewards, sync)
+
+        return self._update(batch_sums, sync)
 
     def observe_loglik(
         self,
@@ -192,21 +221,42 @@ class TempMetaPolicy(TemperaturePolicy):
         *,
         num_tokens: torch.Tensor | np.ndarray | list[int] | None = None,
         sync: bool | None = None,
+        rewards: torch.Tensor | np.ndarray | list[float] | None = None,
     ) -> ObserveStats:
         """Update the meta-policy from precomputed per-temperature likelihoods.
+
+        The options change two inputs of the paper's update (defaults: unchanged): sparsemax
+        sees ``tampo_core.sharpness.sparsemax_input`` (``likelihood``, ``sparsemax_scale``) and
+        weights ``tampo_core.meta_advantage`` advantages (``meta_advantage``).
 
         Args:
             loglik: ``[N, K]`` mean log-likelihood of each trajectory at each candidate
                 temperature, or a kernel's ``TemperatureLoglik`` (which carries its counts).
             advantages: ``[N]`` finite trajectory advantages.
             num_tokens: ``[N]`` valid tokens per trajectory; rows with 0 are skipped and
-                counted (their likelihoods are ignored, NaN or not). None: every row has tokens.
+                counted (their likelihoods are ignored, NaN or not). None: every row has tokens
+                (refused with ``likelihood="sum"``, which needs the counts).
             sync: as in :meth:`observe`.
+            rewards: ``[N]`` rewards for ``meta_advantage="batch_baseline"`` (None otherwise);
+                their batch sums travel in the same all-reduce as the rest.
 
         Raises:
             ValueError, TypeError: on malformed input or a non-finite likelihood in a row with
                 tokens; the state is unchanged.
         """
+        return self._update(
+            lambda: self._batch_sums(loglik, advantages, num_tokens, rewards, sync), sync
+        )
+
+    def _batch_sums(
+        self,
+        loglik: TemperatureLoglik | torch.Tensor | np.ndarray,
+        advantages: torch.Tensor | np.ndarray | list[float],
+        num_tokens: torch.Tensor | np.ndarray | list[int] | None,
+        rewards: torch.Tensor | np.ndarray | list[float] | None,
+        sync: bool | None,
+    ) -> TemperatureAdvantageSums:
+        """This rank's batch, every check passed, as additive sums; raises on bad input."""
         if isinstance(loglik, TemperatureLoglik):
             if num_tokens is not None:
                 raise ValueError(
@@ -227,22 +277,41 @@ class TempMetaPolicy(TemperaturePolicy):
                 f"logit is -inf, make them non-finite), got {loglik_array[row].tolist()} "
                 f"({bad.size} such rows)"
             )
-        return self._update(loglik_array, advantages_array, valid, sync)
+        scores = sparsemax_input(loglik_array, None if num_tokens is None else counts, self._config)
+        return meta_advantage_sums(self._config, scores, advantages_array, rewards, valid)
 
     def _update(
-        self, loglik: np.ndarray, advantages: np.ndarray, valid: np.ndarray, sync: bool | None
+        self, batch_sums: Callable[[], TemperatureAdvantageSums], sync: object
     ) -> ObserveStats:
-        sums = temperature_advantage_sums(loglik, advantages, valid)
-        if distributed_ready() if sync is None else sync:
-            if not distributed_ready():
-                raise RuntimeError(
-                    expected(
-                        "sync", "an initialised torch.distributed group with sync=True", "none"
-                    )
-                )
-            sums = TemperatureAdvantageSums.unpack(
-                all_reduce_sum(sums.pack()), self._config.num_temperatures
+        """Check this rank's batch, reduce across ranks when synchronising, apply the EMA step.
+
+        Synchronised, every rank runs the same collectives whatever its input (see
+        ``tampo_core.distributed``): ``batch_sums`` runs inside a guard, and its error (if any)
+        travels in the one packed all-reduce, so every rank raises the same error in the same
+        call, or applies the same update. Nothing is assigned before the last check passed.
+        """
+        valid_sync = sync is None or isinstance(sync, (bool, np.bool_))
+        syncing = distributed_ready() if sync is None or not valid_sync else bool(sync)
+        if syncing and not distributed_ready():
+            raise RuntimeError(
+                expected("sync", "an initialised torch.distributed group with sync=True", "none")
             )
+        k = self._config.num_temperatures
+        error: Exception | None = None
+        try:
+            if not valid_sync:
+                raise TypeError(expected("sync", "None or a bool", repr(sync)))
+            sums = batch_sums()
+        except Exception as caught:
+            if not syncing:
+                raise
+            sums, error = TemperatureAdvantageSums.zeros(k), caught
+        if syncing:
+            if not self._config_checked:
+                check_same_config(self._config.model_dump(mode="json"))
+                self._config_checked = True
+            reduced = synchronise(sums.pack(), error, self._num_updates)
+            sums = TemperatureAdvantageSums.unpack(reduced, k)
         if sums.count == 0:
             raise ValueError(
                 expected(
@@ -251,7 +320,7 @@ class TempMetaPolicy(TemperaturePolicy):
                     f"none ({int(sums.skipped)} skipped)",
                 )
             )
-        batch_advantage = sums.advantage_sum / sums.count
+        batch_advantage = batch_meta_advantage(self._config, sums)
         self._ema = ema_update(self._ema, batch_advantage, self._config.ema_alpha)
         self._num_updates += 1
         self._last_stats = ObserveStats(
@@ -263,142 +332,59 @@ class TempMetaPolicy(TemperaturePolicy):
         )
         return self._last_stats
 
-    def metrics(self) -> dict[str, float]:
-        """A flat dict for a logger: ``tampo/temperature``, ``tampo/prob/<T>``, ``tampo/entropy``,
-        ``tampo/expected_temperature``, ``tampo/ema/<T>`` and, after an update,
-        ``tampo/adv/<T>``, ``tampo/preferred/<T>`` (argmax fractions), ``tampo/support_size``,
-        ``tampo/edge_fraction`` (T* on a grid edge), ``tampo/num_trajectories``,
-        ``tampo/num_skipped``."""
-        probs = self.probs
-        positive = probs[probs > 0]
-        out: dict[str, float] = {
-            "tampo/entropy": float(-(positive * np.log(positive)).sum()),
-            "tampo/expected_temperature": float(np.dot(probs, self.temperatures)),
-            "tampo/num_updates": float(self._num_updates),
-            "tampo/in_warmup": float(self.in_warmup),
-        }
-        if self._last_temperature is not None:
-            out["tampo/temperature"] = self._last_temperature
-        for name, value in zip(self._labels(), probs, strict=True):
-            out[f"tampo/prob/{name}"] = float(value)
-        for name, value in zip(self._labels(), self._ema, strict=True):
-            out[f"tampo/ema/{name}"] = float(value)
-        stats = self._last_stats
-        if stats is not None:
-            histogram = stats.argmax_histogram / max(stats.num_trajectories, 1)
-            for name, adv, frac in zip(
-                self._labels(), stats.batch_advantage, histogram, strict=True
-            ):
-                out[f"tampo/adv/{name}"] = float(adv)
-                out[f"tampo/preferred/{name}"] = float(frac)
-            out["tampo/edge_fraction"] = float(histogram[0] + histogram[-1])
-            out["tampo/support_size"] = stats.support_size
-            out["tampo/num_trajectories"] = float(stats.num_trajectories)
-            out["tampo/num_skipped"] = float(stats.num_skipped)
-        return out
+    def metrics(self, detail: bool = False) -> dict[str, float]:
+        """A flat ``{key: float}`` dict for a logger (``tampo_core.metrics.policy_metrics``).
 
-    def _labels(self) -> list[str]:
-        return [f"{t:g}" for t in self.temperatures]
+        By default five keys at most: ``tampo/temperature``, ``tampo/expected_temperature``,
+        ``tampo/entropy`` and, after an update, ``tampo/support_size``,
+        ``tampo/edge_fraction``. ``detail=True`` adds the counters and the per-temperature
+        keys ``tampo/{prob,ema,adv,preferred}/<T>``, ``T`` labelled as ``repr(float(T))``
+        (``tampo/prob/1.0``, ``tampo/prob/0.6``).
+        """
+        return policy_metrics(
+            self.temperatures,
+            self.probs,
+            self._ema,
+            self._num_updates,
+            self.in_warmup,
+            self._last_temperature,
+            self._last_stats,
+            detail=detail,
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state (config, EMA, counters, last stats, RNG state)."""
-        rng_state = self._rng.bit_generator.state
-        stats = self._last_stats
-        return {
-            "version": STATE_VERSION,
-            "config": self._config.model_dump(mode="json"),
-            "ema": self._ema.tolist(),
-            "num_updates": self._num_updates,
-            "last_temperature": self._last_temperature,
-            "last_stats": None
-            if stats is None
-            else {
-                "batch_advantage": stats.batch_advantage.tolist(),
-                "support_size": stats.support_size,
-                "num_trajectories": stats.num_trajectories,
-                "num_skipped": stats.num_skipped,
-                "argmax_histogram": stats.argmax_histogram.tolist(),
-            },
-            "rng": {
-                "bit_generator": rng_state["bit_generator"],
-                "state": str(rng_state["state"]["state"]),
-                "inc": str(rng_state["state"]["inc"]),
-                "has_uint32": int(rng_state["has_uint32"]),
-                "uinteger": int(rng_state["uinteger"]),
-            },
-        }
+        """JSON-serialisable state (config, EMA, counters, last stats, RNG state); the format
+        is ``tampo_core.state.PolicyState``."""
+        return dump_state(
+            self._config,
+            self._ema,
+            self._num_updates,
+            self._last_temperature,
+            self._last_stats,
+            self._rng,
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the following samples repeat exactly.
 
+        Every field is validated by one schema (``tampo_core.state.PolicyState``) against this
+        policy's config before anything is assigned.
+
         Raises:
-            ValueError: malformed state or a different config; the state is unchanged.
+            ValueError: the only error type, for a malformed state or a different config; the
+                message lists each bad field as ``<field>: expected <rule>, got <value>``. The
+                state is unchanged.
         """
-        try:
-            restored = _parse_state(state, self._config)
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"invalid TempMetaPolicy state_dict: {error}") from error
         (
             self._ema,
             self._num_updates,
             self._last_temperature,
             self._last_stats,
             self._rng,
-        ) = restored
+        ) = parse_state(state, self._config)
 
     def __repr__(self) -> str:
         probs = ", ".join(
             f"{t:g}: {p:.3f}" for t, p in zip(self.temperatures, self.probs, strict=True)
         )
         return f"TempMetaPolicy(updates={self._num_updates}, probs={{{probs}}})"
-
-
-def _parse_state(
-    state: dict[str, Any], config: TampoConfig
-) -> tuple[np.ndarray, int, float | None, ObserveStats | None, np.random.Generator]:
-    if not isinstance(state, dict):
-        raise TypeError(f"expected a dict, got {type(state).__name__}")
-    if state["version"] != STATE_VERSION:
-        raise ValueError(f"expected version {STATE_VERSION}, got {state['version']!r}")
-    saved = TampoConfig(**state["config"])
-    if saved != config:
-        differing = {
-            name: (getattr(saved, name), getattr(config, name))
-            for name in TampoConfig.model_fields
-            if getattr(saved, name) != getattr(config, name)
-        }
-        raise ValueError(f"config differs from this policy's (saved, current): {differing}")
-    ema = np.asarray(state["ema"], dtype=np.float64)
-    if ema.shape != (config.num_temperatures,) or not np.isfinite(ema).all():
-        raise ValueError(
-            f"ema must be {config.num_temperatures} finite floats, got {state['ema']!r}"
-        )
-    num_updates = state["num_updates"]
-    if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
-        raise ValueError(f"num_updates must be an int >= 0, got {num_updates!r}")
-    last = state["last_temperature"]
-    if last is not None and (
-        isinstance(last, bool) or not isinstance(last, (int, float)) or not math.isfinite(last)
-    ):
-        raise ValueError(f"last_temperature must be a finite float or None, got {last!r}")
-    raw_stats = state["last_stats"]
-    stats = None
-    if raw_stats is not None:
-        stats = ObserveStats(
-            batch_advantage=np.asarray(raw_stats["batch_advantage"], dtype=np.float64),
-            support_size=float(raw_stats["support_size"]),
-            num_trajectories=int(raw_stats["num_trajectories"]),
-            num_skipped=int(raw_stats["num_skipped"]),
-            argmax_histogram=np.asarray(raw_stats["argmax_histogram"], dtype=np.int64),
-        )
-    rng_state = state["rng"]
-    if rng_state["bit_generator"] != "PCG64":
-        raise ValueError(f"rng must be a PCG64 state, got {rng_state['bit_generator']!r}")
-    rng = np.random.Generator(np.random.PCG64())
-    rng.bit_generator.state = {
-        "bit_generator": "PCG64",
-        "state": {"state": int(rng_state["state"]), "inc": int(rng_state["inc"])},
-        "has_uint32": int(rng_state["has_uint32"]),
-        "uinteger": int(rng_state["uinteger"]),
-    }
-    return ema, num_updates, None if last is None else float(last), stats, rng

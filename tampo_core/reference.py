@@ -3,6 +3,8 @@
 Pure Python floats and loops, no vectorisation: the property tests hold the fast code to it.
 It shares no code with the fast path (only the config). ``reference_multi_temperature_loglik``
 is the float64 torch transcription of the likelihood the kernel tests compare against.
+The options beyond the paper (``TampoConfig.likelihood``, ``sparsemax_scale``, ``warmup``,
+``meta_advantage``) are written out here too, from their equations.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ __all__ = [
     "ReferenceTampo",
     "reference_batch_advantage",
     "reference_loglik",
+    "reference_meta_advantages",
     "reference_minmax_policy",
     "reference_multi_temperature_loglik",
     "reference_nucleus",
     "reference_sparsemax",
+    "reference_sparsemax_inputs",
 ]
 
 
@@ -93,25 +97,75 @@ def reference_loglik(
     return result
 
 
+def reference_sparsemax_inputs(
+    loglik: list[list[float]], num_tokens: list[int] | None, config: TampoConfig
+) -> list[list[float]]:
+    """s_ik = c * l_ik ("mean", the paper at c = 1) or c * n_i * l_ik ("sum")."""
+    rows = []
+    for i, row in enumerate(loglik):
+        factor = config.sparsemax_scale
+        if config.likelihood == "sum":
+            if num_tokens is None:
+                raise ValueError("likelihood='sum' needs the token counts")
+            factor *= num_tokens[i]
+        rows.append([factor * value for value in row])
+    return rows
+
+
+def reference_meta_advantages(
+    advantages: list[float], rewards: list[float] | None, config: TampoConfig
+) -> list[float]:
+    """The given advantages, or (r_i - mean r) / (population std r + 1e-6) over the batch."""
+    if config.meta_advantage == "given":
+        return list(advantages)
+    if rewards is None:
+        raise ValueError("meta_advantage='batch_baseline' needs the rewards")
+    mean = sum(rewards) / len(rewards)
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+    return [(r - mean) / (std + 1e-6) for r in rewards]
+
+
 class ReferenceTampo:
-    """The meta-policy as the paper states it: EMA from 0, min-max, normalise."""
+    """The meta-policy as the paper states it: EMA from 0, min-max, normalise (and the
+    options, from their equations)."""
 
     def __init__(self, config: TampoConfig) -> None:
         self.config = config
         self.ema = [0.0] * len(config.temperatures)
+        self.num_updates = 0
 
-    def update(self, loglik: list[list[float]], advantages: list[float]) -> None:
-        """Eq. 11 with the batch advantage of :func:`reference_batch_advantage`."""
-        batch = reference_batch_advantage(loglik, advantages)
+    def update(
+        self,
+        loglik: list[list[float]],
+        advantages: list[float],
+        num_tokens: list[int] | None = None,
+        rewards: list[float] | None = None,
+    ) -> None:
+        """Eq. 11 with the batch advantage of :func:`reference_batch_advantage` (every row is
+        a counted trajectory; the options transform its two inputs first)."""
+        batch = reference_batch_advantage(
+            reference_sparsemax_inputs(loglik, num_tokens, self.config),
+            reference_meta_advantages(advantages, rewards, self.config),
+        )
         alpha = self.config.ema_alpha
         self.ema = [
             (1.0 - alpha) * old + alpha * new for old, new in zip(self.ema, batch, strict=True)
         ]
+        self.num_updates += 1
 
     def probs(self) -> list[float]:
         """pi_s(T_k)."""
         return reference_minmax_policy(self.ema)
 
     def nucleus(self) -> list[int]:
-        """The temperatures (indices) that sampling may return."""
+        """The temperatures (indices) that sampling may return after warm-up."""
         return reference_nucleus(self.probs(), self.config.top_p)
+
+    def sample_support(self) -> list[int]:
+        """The indices the next draw may return: every candidate (uniform warm-up), the fixed
+        warm-up temperature, or the nucleus once ``warmup_steps`` updates are done."""
+        if self.num_updates >= self.config.warmup_steps:
+            return self.nucleus()
+        if self.config.warmup == "fixed":
+            return [list(self.config.temperatures).index(self.config.warmup_temperature)]
+        return list(range(len(self.config.temperatures)))

@@ -25,6 +25,12 @@ MIN_TEMPERATURE = 1e-4
 MAX_TEMPERATURE = 1e4
 """Largest accepted temperature: ``1 / T`` stays a normal fp32 number with wide margins."""
 
+MAX_ABS_ADVANTAGE = 1e100
+"""Largest accepted ``|advantage|``. The meta-policy refuses larger values rather than rescale
+them: every quantity it derives (per-batch sums over any feasible number of trajectories and
+ranks, the EMA, its spread ``max - min``) is then bounded far below float64's 1.8e308, so
+nothing non-finite can enter its state."""
+
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 TOKEN_DTYPES = (torch.int64, torch.int32)
 
@@ -42,12 +48,23 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def _scalar(name: str, value: object, rule: str) -> object:
+    """A 0-d tensor or 0-d numpy array as its Python/numpy scalar; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        if value.device.type == "meta":
+            raise ValueError(
+                expected(name, f"{rule} (a 0-d tensor with data)", "a tensor on 'meta'")
+            )
+        return value.item() if value.dtype != torch.bool else value
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
 def check_real(name: str, value: object) -> float:
-    """``value`` as a finite Python float (int, float, numpy or 0-d real tensor; not bool)."""
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_complex():
-        if value.dtype == torch.bool or value.device.type == "meta":
-            raise TypeError(expected(name, "a finite real number", _describe(value)))
-        value = value.item()
+    """``value`` as a finite Python float (int, float, numpy scalar, 0-d real tensor or 0-d
+    array; not bool, not complex)."""
+    value = _scalar(name, value, "a finite real number")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(expected(name, "a finite real number", _describe(value)))
     result = float(value)
@@ -89,7 +106,8 @@ def check_temperature(name: str, value: object) -> float:
 def check_temperatures(name: str, values: object, *, min_count: int = 1) -> tuple[float, ...]:
     """A sequence (or 1-D tensor / array) of at least ``min_count`` temperatures, as floats."""
     if isinstance(values, torch.Tensor):
-        if values.dim() != 1 or values.device.type == "meta":
+        check_usable_tensor(name, values, "[K] of temperatures")
+        if values.dim() != 1:
             raise ValueError(expected(name, "a 1-D tensor [K] of temperatures", _describe(values)))
         values = values.detach().cpu().double().tolist()
     elif isinstance(values, np.ndarray):
@@ -107,7 +125,9 @@ def check_temperatures(name: str, values: object, *, min_count: int = 1) -> tupl
 
 
 def check_int(name: str, value: object, *, minimum: int = 0) -> int:
-    """``value`` as a Python int >= ``minimum`` (int or numpy integer; not bool, not float)."""
+    """``value`` as a Python int >= ``minimum`` (int, numpy integer, 0-d integer tensor or
+    0-d array; not bool, not float)."""
+    value = _scalar(name, value, f"an int >= {minimum}")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(expected(name, f"an int >= {minimum}", _describe(value)))
     result = int(value)
@@ -197,12 +217,26 @@ def check_finite_array(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def check_advantages(advantages: object, num_rows: int) -> np.ndarray:
-    """Advantages as float64 ``[N]``: one finite value per trajectory."""
+    """Advantages as float64 ``[N]``: one finite value per trajectory, ``|A| <= 1e100``
+    (:data:`MAX_ABS_ADVANTAGE`: refused beyond, so the meta-policy's state cannot overflow)."""
     array = to_float64("advantages", advantages)
     if array.shape != (num_rows,):
         rule = f"shape [N] = [{num_rows}] (one per trajectory)"
         raise ValueError(expected("advantages", rule, f"shape {list(array.shape)}"))
-    return check_finite_array("advantages", array)
+    return check_bounded_array("advantages", check_finite_array("advantages", array))
+
+
+def check_bounded_array(
+    name: str, array: np.ndarray, bound: float = MAX_ABS_ADVANTAGE
+) -> np.ndarray:
+    """``array`` (finite) if every ``|entry| <= bound``; the error names the first bad index."""
+    bad = np.argwhere(np.abs(array) > bound)
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        where = index[0] if len(index) == 1 else list(index)
+        rule = f"values with |x| <= {bound:g}"
+        raise ValueError(expected(name, rule, f"{array[index]} at index {where} ({len(bad)} such)"))
+    return array
 
 
 def check_loglik(loglik: object, num_temperatures: int) -> np.ndarray:

@@ -13,7 +13,8 @@ import hashlib
 
 import torch
 
-from tampo_core import multi_temperature_loglik
+from tampo_core.loglik import TemperatureLoglik, multi_temperature_loglik
+from tampo_core.validation import expected
 
 
 def sequence_key(sequences: torch.Tensor) -> str:
@@ -39,7 +40,7 @@ def action_loglik(
     temperatures: tuple[float, ...],
     source_temperature: float,
     chunk_size: int | None = None,
-) -> torch.Tensor:
+) -> TemperatureLoglik:
     """Mean log-likelihood of each sample's action tokens at each candidate temperature.
 
     Args:
@@ -55,26 +56,26 @@ def action_loglik(
         chunk_size: rows per fp32 chunk of the kernel (None: its device default).
 
     Returns:
-        float32 ``[B, K]`` on ``logits.device``; a sample without action tokens gets a NaN row.
+        ``TemperatureLoglik``: ``loglik`` float32 ``[B, K]`` on ``logits.device`` and
+        ``num_tokens`` int64 ``[B]``, the action tokens of each sample (0: no action token, and
+        that row's likelihoods mean nothing).
     """
     batch, seqlen = sequences.shape
     if action_mask.dim() != 2 or action_mask.shape[0] != batch:
-        raise ValueError(f"action_mask: expected [B={batch}, A], got {tuple(action_mask.shape)}")
+        raise ValueError(expected("action_mask", f"shape [B={batch}, A]", list(action_mask.shape)))
     num_actions = action_mask.shape[1]
     if not 0 < num_actions < seqlen:
-        raise ValueError(f"action_mask: expected 0 < A < S = {seqlen}, got A = {num_actions}")
+        raise ValueError(expected("action_mask", f"0 < A < S = {seqlen}", f"A = {num_actions}"))
     if attention_mask.shape != sequences.shape:
-        raise ValueError(
-            f"attention_mask: expected {tuple(sequences.shape)}, got {tuple(attention_mask.shape)}"
-        )
+        rule = f"shape {list(sequences.shape)} (that of sequences)"
+        raise ValueError(expected("attention_mask", rule, list(attention_mask.shape)))
     offset = seqlen - 1 - num_actions
     tokens = sequences[:, seqlen - num_actions :]
     mask = action_mask.bool()
     if not packed:
         if logits.shape[:2] != (batch, seqlen):
-            raise ValueError(
-                f"logits: expected [B={batch}, S={seqlen}, V], got {tuple(logits.shape)}"
-            )
+            rule = f"shape [B={batch}, S={seqlen}, V]"
+            raise ValueError(expected("logits", rule, list(logits.shape)))
         return multi_temperature_loglik(
             logits[:, offset : seqlen - 1],
             tokens,
@@ -97,18 +98,18 @@ def _packed_action_loglik(
     temperatures: tuple[float, ...],
     source_temperature: float,
     chunk_size: int | None,
-) -> torch.Tensor:
+) -> TemperatureLoglik:
     batch, seqlen = attention_mask.shape
     flat_valid = attention_mask.flatten().nonzero().squeeze(1).to(logits.device)
     if logits.shape[:2] != (1, flat_valid.numel()):
-        raise ValueError(
-            f"packed logits: expected [1, nnz={flat_valid.numel()}, V], got {tuple(logits.shape)}"
-        )
-    rows = []
+        rule = f"packed shape [1, nnz={flat_valid.numel()}, V]"
+        raise ValueError(expected("logits", rule, list(logits.shape)))
+    rows, counts = [], []
     for b in range(batch):
         columns = mask[b].nonzero().squeeze(1)
         if columns.numel() == 0:
             rows.append(torch.full((1, len(temperatures)), float("nan"), device=logits.device))
+            counts.append(torch.zeros(1, dtype=torch.int64, device=logits.device))
             continue
         first, last = int(columns[0]), int(columns[-1])
         flat_first = b * seqlen + offset + first
@@ -120,17 +121,20 @@ def _packed_action_loglik(
             or int(flat_valid[start + length - 1]) != flat_first + length - 1
         ):
             raise ValueError(
-                f"sample {b}: its action positions are not contiguous valid positions of "
-                "attention_mask (expected right-padded rows)"
+                expected(
+                    f"attention_mask[{b}]",
+                    "right-padded rows (the action positions contiguous valid positions)",
+                    "action positions outside the row's valid span",
+                )
             )
-        rows.append(
-            multi_temperature_loglik(
-                logits[:, start : start + length],
-                tokens[b : b + 1, first : last + 1],
-                temperatures,
-                mask=mask[b : b + 1, first : last + 1],
-                source_temperature=source_temperature,
-                chunk_size=chunk_size,
-            )
+        row = multi_temperature_loglik(
+            logits[:, start : start + length],
+            tokens[b : b + 1, first : last + 1],
+            temperatures,
+            mask=mask[b : b + 1, first : last + 1],
+            source_temperature=source_temperature,
+            chunk_size=chunk_size,
         )
-    return torch.cat(rows, dim=0)
+        rows.append(row.loglik)
+        counts.append(row.num_tokens)
+    return TemperatureLoglik(torch.cat(rows, dim=0), torch.cat(counts, dim=0))

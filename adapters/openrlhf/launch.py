@@ -5,7 +5,8 @@
 The ``--tampo.*`` options (``--help`` lists them above OpenRLHF's) are taken out; everything else
 goes to ``openrlhf.cli.train_ppo_ray`` unchanged, with its own parser and validation. Its
 ``train()`` then builds ``TampoPPOTrainer`` where it would build ``PPOTrainer``. Async PPO
-(``--train.async_enable``) is refused.
+(``--train.async_enable``) is refused. Without OpenRLHF installed, ``--help`` still lists the
+TAMPO options and says what is missing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-from tampo_core.adapters.openrlhf.options import parse_tampo_args, tampo_argument_parser
+from tampo_core.adapters.openrlhf.options import PROG, parse_tampo_args, tampo_argument_parser
 
 CLI_MODULE = "openrlhf.cli.train_ppo_ray"
 """The OpenRLHF entry point the launcher runs."""
@@ -23,17 +24,24 @@ CLI_MODULE = "openrlhf.cli.train_ppo_ray"
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the TAMPO options, swap the trainer in and run OpenRLHF's CLI with the rest."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
+    wants_help = "-h" in argv or "--help" in argv
+    if wants_help:
         tampo_argument_parser().print_help()
     options, rest = parse_tampo_args(argv)
-    if "--train.async_enable" in rest:
-        raise SystemExit(
-            "--train.async_enable: async PPO (PPOTrainerAsync) is not supported by the TAMPO "
-            "adapter; run synchronous PPO/GRPO"
+    try:
+        from tampo_core.adapters.openrlhf import _seam
+        from tampo_core.adapters.openrlhf.trainer import BoundTampoTrainer
+    except ImportError as error:
+        note = (
+            "OpenRLHF's own options (everything but --tampo.*) need OpenRLHF and Ray, the "
+            f"openrlhf extra (from a checkout: pip install '.[openrlhf]'); {error}"
         )
-    from tampo_core.adapters.openrlhf import _seam
-    from tampo_core.adapters.openrlhf.trainer import BoundTampoTrainer
-
+        if wants_help:
+            print(f"\n{note}")
+            raise SystemExit(0) from None
+        raise SystemExit(f"{PROG}: error: {note}") from None
+    if "--train.async_enable" in rest:
+        raise SystemExit(f"{PROG}: error: --train.async_enable: {_seam.ASYNC_REFUSAL}")
     _seam.check_launcher_contract()
     _seam.install_trainer(BoundTampoTrainer(options))
     _seam.refuse_async_trainer()

@@ -5,9 +5,10 @@ the start of each step (the log-probs of pi_old). The hook replaces that ``Actor
 on the instance: under ``no_grad`` with an ``action_mask`` it asks the original for its output as
 well, computes the K per-temperature mean log-likelihoods of the action tokens from the tempered
 fp32 logits (``source_temperature`` = the sampling T), checks the column at T against the
-log-probs the forward returned, stashes the ``[B, K]`` matrix under the batch's content key and
-returns what the caller asked for. Every other call (the PPO training forward under grad) passes
-through untouched. The model runs once per call either way.
+log-probs the forward returned, stashes the ``[B, K]`` matrix with its ``[B]`` action-token
+counts under the batch's content key and returns what the caller asked for. Every other call
+(the PPO training forward under grad) passes through untouched. The model runs once per call
+either way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from tampo_core.adapters.openrlhf import _seam
 from tampo_core.adapters.openrlhf.action_loglik import action_loglik, sequence_key
+from tampo_core.loglik import TemperatureLoglik
 
 HOOK_ATTRIBUTE = "_tampo_loglik_hook"
 """Attribute of the ``PolicyModelActor`` process object that holds its hook."""
@@ -26,8 +28,10 @@ SELF_CHECK_ATOL = 1e-3
 """Largest allowed gap (nats per token, mean over the sample) between the hook's column at the
 sampling T and OpenRLHF's own masked-mean action log-prob. Both come from the same fp32 logits, so
 a gap means the output logits are not the ones the log-probs came from (e.g. a division of a copy)
-or the token/position/packing alignment is off. That ``Actor.forward`` divides by
-``Actor.temperature`` at all is guarded by the seam's contract check, not here."""
+or the token/position/packing alignment is off. Samples whose OpenRLHF log-prob is itself
+non-finite (NaN/inf logits) are left to the meta-policy, which refuses them as ``observe`` does.
+That ``Actor.forward`` divides by ``Actor.temperature`` at all is guarded by the seam's contract
+check, not here."""
 
 
 class PolicyLoglikHook:
@@ -37,9 +41,8 @@ class PolicyLoglikHook:
         self._actor = actor
         self._temperatures = tuple(float(t) for t in temperatures)
         self._chunk_size = chunk_size
-        self._original = _seam.actor_forward(actor)
-        self._stash: dict[str, torch.Tensor] = {}
-        _seam.replace_actor_forward(actor, self)
+        self._stash: dict[str, TemperatureLoglik] = {}
+        self._original = _seam.swap_actor_forward(actor, self)
 
     @property
     def actor(self) -> Any:
@@ -65,27 +68,29 @@ class PolicyLoglikHook:
             )
         if kwargs.get("ring_attn_group") is not None:
             raise RuntimeError("the TAMPO policy hook does not support ring attention")
-        action_log_probs, output = self._original(
-            sequences, action_mask, attention_mask, return_output=True, **kwargs
+        action_log_probs, output, logits = _seam.forward_with_logits(
+            self._original, sequences, action_mask, attention_mask, **kwargs
         )
-        source = _seam.actor_temperature(self._actor)
-        loglik = action_loglik(
-            _seam.output_logits(output),
+        source, packed = _seam.actor_layout(self._actor)
+        result = action_loglik(
+            logits,
             sequences,
             action_mask,
             attention_mask,
-            packed=_seam.actor_packs_samples(self._actor),
+            packed=packed,
             temperatures=self._temperatures,
             source_temperature=source,
             chunk_size=self._chunk_size,
         )
-        self._self_check(loglik, action_log_probs, action_mask, source)
-        self._stash[sequence_key(sequences)] = loglik.cpu()
+        self._self_check(result, action_log_probs, action_mask, source)
+        self._stash[sequence_key(sequences)] = TemperatureLoglik(
+            result.loglik.cpu(), result.num_tokens.cpu()
+        )
         return (action_log_probs, output) if return_output else action_log_probs
 
     def _self_check(
         self,
-        loglik: torch.Tensor,
+        result: TemperatureLoglik,
         action_log_probs: torch.Tensor,
         action_mask: torch.Tensor,
         source: float,
@@ -95,12 +100,13 @@ class PolicyLoglikHook:
                 f"Actor.temperature = {source} is not one of the candidate temperatures "
                 f"{self._temperatures}: the trainer must set the sampled T before the forward"
             )
-        mask = action_mask.to(action_log_probs.dtype)
-        count = mask.sum(dim=1)
-        has_tokens = count > 0
-        reference = (action_log_probs * mask).sum(dim=1)[has_tokens] / count[has_tokens]
-        column = loglik[:, self._temperatures.index(source)].to(reference.device)[has_tokens]
-        gap = (column - reference.float()).abs().max().item() if reference.numel() else 0.0
+        mask = action_mask.bool()
+        summed = torch.where(mask, action_log_probs.float(), 0.0).sum(dim=1)
+        counts = result.num_tokens.to(summed.device)
+        reference = summed / counts.clamp(min=1)
+        checked = (counts > 0) & torch.isfinite(reference)
+        column = result.loglik[:, self._temperatures.index(source)].to(summed.device)
+        gap = (column - reference)[checked].abs().max().item() if checked.any() else 0.0
         if not gap <= SELF_CHECK_ATOL:
             raise RuntimeError(
                 f"TAMPO self-check failed: the likelihood at the sampling T = {source} differs "
@@ -108,8 +114,9 @@ class PolicyLoglikHook:
                 f"{SELF_CHECK_ATOL}); Actor.forward's logits are not what the adapter assumes"
             )
 
-    def pop(self) -> dict[str, torch.Tensor]:
-        """Return and clear the stash: content key of each micro-batch -> ``[B, K]`` float32."""
+    def pop(self) -> dict[str, TemperatureLoglik]:
+        """Return and clear the stash: content key of each micro-batch -> its CPU
+        ``TemperatureLoglik`` (float32 ``[B, K]``, int64 ``[B]`` action-token counts)."""
         stash, self._stash = self._stash, {}
         return stash
 
@@ -141,7 +148,7 @@ def install_policy_hook(
     return hook.temperatures
 
 
-def pop_policy_loglik(process: Any) -> dict[str, torch.Tensor]:
+def pop_policy_loglik(process: Any) -> dict[str, TemperatureLoglik]:
     """Return and clear the hook's stash in a ``PolicyModelActor`` process.
 
     Raises:

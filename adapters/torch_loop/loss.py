@@ -1,4 +1,5 @@
-"""Clipped policy-gradient loss with log-probs taken at the sampling temperature."""
+"""Clipped policy-gradient loss with log-probs taken at the sampling temperature (one for the
+batch, or one per row)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,22 @@ from typing import Literal
 
 import torch
 
+from tampo_core.adapters.torch_loop.temperature import (
+    Temperature,
+    check_batch_temperature,
+    divide_by_temperature,
+)
+
 Aggregation = Literal["token_mean", "sequence_mean", "constant_norm"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("token_mean", "sequence_mean", "constant_norm")
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: Temperature
+) -> torch.Tensor:
     """float32 [B, L]: ``log softmax(logits / T)[tokens]``; logits [B, L, V] score tokens [B, L].
 
+    ``temperature``: one float, or a ``[B]`` tensor (row i at ``T_i``: per-prompt temperatures).
     Dividing by the sampling temperature makes the ratio and gradient those of the policy that
     generated the rollout (TRL/OpenRLHF convention).
     """
@@ -22,9 +32,8 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
             f"logits must be [B, L, V] and tokens [B, L]; got "
             f"{tuple(logits.shape)} and {tuple(tokens.shape)}"
         )
-    if not temperature > 0.0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    t = check_batch_temperature("temperature", temperature, logits.shape[0], greedy_ok=False)
+    logp = torch.log_softmax(divide_by_temperature(logits, t), dim=-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -44,7 +53,7 @@ def policy_loss(
     tokens: torch.Tensor,
     mask: torch.Tensor,
     advantages: torch.Tensor,
-    temperature: float,
+    temperature: Temperature,
     *,
     old_logprobs: torch.Tensor | None = None,
     ref_logprobs: torch.Tensor | None = None,
@@ -56,7 +65,8 @@ def policy_loss(
 ) -> PolicyLoss:
     """GRPO/PPO clipped surrogate ``-min(rho A, clip(rho, 1 - lo, 1 + hi) A)`` per token.
 
-    logits [B, L, V] (grad), tokens int64 [B, L], mask [B, L] bool/int, advantages [B].
+    logits [B, L, V] (grad), tokens int64 [B, L], mask [B, L] bool/int, advantages [B],
+    ``temperature`` a float or a ``[B]`` tensor of per-row sampling temperatures.
     ``old_logprobs`` None means on-policy (one update per batch): rho = 1 with the right
     gradient. ``ref_logprobs`` with ``kl_coef`` > 0 adds the k3 KL estimator. Aggregation:
     ``token_mean`` (DAPO: mean over all valid tokens), ``sequence_mean`` (original GRPO: per

@@ -4,8 +4,9 @@ Supported models: any ``nn.Module`` whose ``forward(input_ids, ...)`` returns ei
 tensor [B, L, V] or an object with ``.logits`` (and ``.past_key_values`` or ``.cache`` when
 called with ``use_cache=True``), as Hugging Face ``*ForCausalLM`` models do. The cache goes back
 in through ``past_key_values=`` (transformers < 5.2x, most custom models) or ``cache=``
-(transformers 5.2x renamed it), whichever ``forward`` declares. Keyword arguments are passed only
-when ``forward`` declares them (or takes ``**kwargs``), so plain modules work unchanged on the
+(transformers 5.2x renamed it), whichever ``forward`` declares; a PEFT-wrapped model's
+``**kwargs`` forward uses its base model's name. Keyword arguments are passed only when
+``forward`` declares them (or takes ``**kwargs``), so plain modules work unchanged on the
 no-cache path.
 """
 
@@ -30,15 +31,19 @@ class ModelSignature:
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelSignature:
+        """Read ``model.forward``'s parameters. A wrapper whose ``forward`` takes ``**kwargs``
+        and has ``get_base_model()`` (PEFT's ``PeftModel``) forwards them to the base model,
+        so its cache argument is the base model's."""
         params = inspect.signature(model.forward).parameters
         var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        cache_kwarg = next((k for k in ("past_key_values", "cache") if k in params), None)
+        get_base = getattr(model, "get_base_model", None)
+        if cache_kwarg is None and var_kw and callable(get_base):
+            base = get_base()
+            if isinstance(base, nn.Module) and base is not model:
+                cache_kwarg = cls.of(base).cache_kwarg
         return cls(
-            cache_kwarg=next(
-                (k for k in ("past_key_values", "cache") if k in params),
-                None,
-            )
-            if "use_cache" in params or var_kw
-            else None,
+            cache_kwarg=cache_kwarg if "use_cache" in params or var_kw else None,
             attention_mask="attention_mask" in params or var_kw,
             position_ids="position_ids" in params or var_kw,
         )

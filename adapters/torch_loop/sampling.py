@@ -1,4 +1,5 @@
-"""Batched autoregressive sampling at one temperature, with or without a KV cache."""
+"""Batched autoregressive sampling at one temperature (or one per row), with or without a KV
+cache."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from tampo_core.adapters.torch_loop.model_call import (
     call_model,
     positions_from_mask,
 )
+from tampo_core.adapters.torch_loop.temperature import (
+    Temperature,
+    check_batch_temperature,
+    divide_by_temperature,
+)
 
 
 @dataclass(frozen=True)
@@ -24,12 +30,15 @@ class Rollout:
 
 
 def _next_token(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: Temperature, generator: torch.Generator | None
 ) -> torch.Tensor:
-    if temperature == 0.0:
+    if not isinstance(temperature, torch.Tensor) and temperature == 0.0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(divide_by_temperature(logits, temperature), dim=-1)
+    sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if not isinstance(temperature, torch.Tensor):
+        return sampled
+    return torch.where(temperature.to(logits.device) == 0.0, logits.argmax(-1), sampled)
 
 
 @torch.no_grad()
@@ -37,7 +46,7 @@ def sample_completions(
     model: nn.Module,
     prompt_ids: torch.Tensor,
     *,
-    temperature: float,
+    temperature: Temperature,
     max_new_tokens: int,
     eos_token_id: int,
     pad_token_id: int | None = None,
@@ -47,19 +56,21 @@ def sample_completions(
 ) -> Rollout:
     """Sample one completion per row of ``prompt_ids`` (int64 [B, P]) from softmax(z / T).
 
-    ``temperature`` 0 means greedy. ``attention_mask`` ([B, P], 1 = token) is needed only for
-    left-padded prompts. ``use_cache=None`` uses the KV cache when ``model.forward`` accepts
-    ``past_key_values`` (or ``cache``) and ``use_cache``; ``use_cache=False`` re-runs the
-    whole prefix each step (the no-cache path for plain modules: O(L^2) compute, fine for
-    short completions).
+    ``temperature``: one float for the batch, or a ``[B]`` tensor (row i sampled from
+    softmax(z / T_i): per-prompt temperatures); 0 means greedy. ``attention_mask`` ([B, P],
+    1 = token) is needed only for left-padded prompts. ``use_cache=None`` uses the KV cache
+    when ``model.forward`` accepts ``past_key_values`` (or ``cache``) and ``use_cache``;
+    ``use_cache=False`` re-runs the whole prefix each step (the no-cache path for plain
+    modules: O(L^2) compute, fine for short completions).
     Plain softmax sampling only (no top-k/top-p), which is what TAMPO's likelihood assumes.
     """
     if prompt_ids.dim() != 2 or prompt_ids.dtype != torch.long:
         raise ValueError(
             f"prompt_ids must be int64 [B, P]; got {prompt_ids.dtype} {tuple(prompt_ids.shape)}"
         )
-    if not temperature >= 0.0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be finite and >= 0; got {temperature}")
+    temperature = check_batch_temperature(
+        "temperature", temperature, prompt_ids.shape[0], greedy_ok=True
+    )
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
     if attention_mask is not None and attention_mask.shape != prompt_ids.shape:

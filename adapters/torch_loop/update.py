@@ -2,12 +2,14 @@
 
 The loss already computes the completion logits; ``TempMetaPolicy.observe`` only needs those
 (detached), so TAMPO costs no extra forward pass: :func:`grpo_update` calls the model exactly
-once whether or not a temperature policy is attached.
+once whether or not a temperature policy is attached. Per-prompt temperatures: pass a ``[B]``
+temperature tensor and a ``ContextualTempMetaPolicy`` with one bucket label per row.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,11 @@ from tampo_core.adapters.torch_loop.model_call import (
     positions_from_mask,
 )
 from tampo_core.adapters.torch_loop.sampling import Rollout
+from tampo_core.adapters.torch_loop.temperature import Temperature
+from tampo_core.contextual import ContextualTempMetaPolicy
+from tampo_core.labels import Label
 from tampo_core.protocol import TemperaturePolicy
+from tampo_core.validation import expected
 
 
 def completion_logits(
@@ -54,18 +60,32 @@ def completion_logits(
 
 
 def observe_loss_logits(
-    temperature_policy: TemperaturePolicy,
+    temperature_policy: TemperaturePolicy | ContextualTempMetaPolicy,
     logits: torch.Tensor,
     advantages: torch.Tensor,
     rollout: Rollout,
+    *,
+    buckets: Sequence[Label] | None = None,
+    rewards: torch.Tensor | None = None,
 ) -> Any:
-    """Feed the loss pass's raw logits [B, L, V] to ``temperature_policy.observe`` (detached)."""
+    """Feed the loss pass's raw logits [B, L, V] to ``temperature_policy.observe`` (detached).
+
+    ``buckets`` ([B] labels, for a ``ContextualTempMetaPolicy``) and ``rewards`` ([B], for
+    ``meta_advantage="batch_baseline"``) are passed only when given, so policies that take
+    neither keep working.
+    """
+    extra: dict[str, Any] = {}
+    if buckets is not None:
+        extra["buckets"] = buckets
+    if rewards is not None:
+        extra["rewards"] = rewards.detach()
     return temperature_policy.observe(
         logits.detach(),
         advantages.detach(),
         tokens=rollout.completion_ids,
         mask=rollout.completion_mask,
         source_temperature=1.0,
+        **extra,
     )
 
 
@@ -86,9 +106,11 @@ def grpo_update(
     prompt_ids: torch.Tensor,
     rollout: Rollout,
     advantages: torch.Tensor,
-    temperature: float,
+    temperature: Temperature,
     *,
-    temperature_policy: TemperaturePolicy | None = None,
+    temperature_policy: TemperaturePolicy | ContextualTempMetaPolicy | None = None,
+    buckets: Sequence[Label] | None = None,
+    rewards: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     max_grad_norm: float | None = 1.0,
     **loss_kwargs: Any,
@@ -98,9 +120,15 @@ def grpo_update(
     A non-finite loss raises before any gradient or optimizer state changes.
 
     ``prompt_ids`` [B, P] is already repeated per completion (row i made ``rollout`` row i);
-    ``advantages`` [B]. ``loss_kwargs`` go to :func:`policy_loss` (clip range, aggregation,
+    ``advantages`` [B]; ``temperature`` a float or the ``[B]`` per-row sampling temperatures;
+    ``buckets`` and ``rewards`` go to ``observe`` (see :func:`observe_loss_logits`).
+    ``loss_kwargs`` go to :func:`policy_loss` (clip range, aggregation,
     old/ref log-probs, KL coefficient).
     """
+    batch = rollout.completion_ids.shape[0]
+    if buckets is not None and len(buckets) != batch:
+        rule = f"[B] = [{batch}] labels (one per row), checked before the model is touched"
+        raise ValueError(expected("buckets", rule, f"{len(buckets)} labels"))
     logits = completion_logits(
         model, prompt_ids, rollout.completion_ids, attention_mask=attention_mask
     )
@@ -126,5 +154,7 @@ def grpo_update(
     optimizer.step()
     observed = None
     if temperature_policy is not None:
-        observed = observe_loss_logits(temperature_policy, logits, advantages, rollout)
+        observed = observe_loss_logits(
+            temperature_policy, logits, advantages, rollout, buckets=buckets, rewards=rewards
+        )
     return UpdateStats(loss_value, out.clip_fraction, out.kl, float(norm), observed)

@@ -6,7 +6,7 @@
     trainer = TampoGRPOTrainer(model=..., reward_funcs=..., args=GRPOConfig(...),
                                tampo=TampoConfig())
 
-Needs ``tampo-core[trl]`` (``trl>=1.15,<1.17``); other TRL versions are refused at import.
+Needs ``tampo-core[trl]`` (``trl>=1.16,<1.17``); other TRL versions are refused at import.
 """
 
 from tampo_core.adapters.trl._seam import check_trl_version

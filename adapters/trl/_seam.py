@@ -3,8 +3,8 @@
 TRL >= 1.15 fuses the LM head into ``model.forward`` (``trl.trainer.utils.add_fused_lm_head``) and
 captures the loss temperature in that function's closure, so ``trainer.temperature`` is read
 once. This module finds the closure cell and writes it, and names the ``GRPOTrainer`` methods and
-attributes the adapter relies on. ``tests/adapters/trl/test_seam.py`` checks each of them against the
-installed TRL and fails loudly when TRL changes underneath.
+attributes the adapter relies on. ``tests/adapters/trl/test_seam.py`` checks each of them
+against the installed TRL and fails loudly when TRL changes underneath.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import os
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import CellType
 from typing import Any
 
@@ -21,8 +23,9 @@ from packaging.version import Version
 
 from tampo_core.adapters._versions import require_version
 
-SUPPORTED_TRL_PIN = ">=1.15,<1.17"
-"""TRL versions the adapter is tested against (the ``tampo-core[trl]`` pin)."""
+SUPPORTED_TRL_PIN = ">=1.16,<1.17"
+"""TRL versions the adapter is tested against. 1.15 is not: its fused LM head needs Triton, so
+the seam tests cannot run on CPU, and no GPU run of 1.15 was made."""
 
 SUPPORTED_TRL = SpecifierSet(SUPPORTED_TRL_PIN)
 
@@ -52,7 +55,29 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
 
 OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages")
 """Keys of ``_generate_and_score_completions``'s output the adapter reads (plus the optional
-``old_per_token_logps`` and ``tool_mask``)."""
+``old_per_token_logps``, ``tool_mask`` and the multimodal inputs below)."""
+
+ROW_INPUT_KEYS = ("token_type_ids", "mm_token_type_ids")
+"""Multimodal model inputs in that output with one row per completion."""
+
+IMAGE_INPUT_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "image_sizes",
+    "image_position_ids",
+)
+"""Multimodal model inputs in that output indexed per image or tile (TRL slices them per
+model family in ``_get_per_token_logps_and_entropies``)."""
+
+UNSUPPORTED_TRAINERS = {
+    "RLOOTrainer": "RLOOTrainer is not a GRPOTrainer: its generation round, buffering and loss "
+    "methods differ from the ones this adapter overrides",
+    "AsyncGRPOTrainer": "AsyncGRPOTrainer generates in background rollout workers that read "
+    "args.temperature once at start, so a per-round temperature cannot reach them",
+}
+"""TRL trainers that also use the fused LM head but that TAMPO does not support, and why."""
 
 
 def check_output_keys(output: dict[str, Any]) -> None:
@@ -86,6 +111,23 @@ def check_overridden_methods(trainer_cls: type) -> None:
                 f"{trainer_cls.__name__}.{name} changed its parameters: expected {expected}, "
                 f"got {params}; the TAMPO adapter supports trl{SUPPORTED_TRL_PIN}"
             )
+
+
+def check_trainer_class(trainer_cls: type) -> None:
+    """Raise TypeError if ``trainer_cls`` mixes in a TRL trainer the adapter does not support."""
+    for base in trainer_cls.__mro__:
+        if base.__module__.startswith("trl") and base.__name__ in UNSUPPORTED_TRAINERS:
+            raise TypeError(
+                f"{trainer_cls.__name__}: expected a GRPOTrainer without {base.__name__}, got a "
+                f"class deriving from it ({UNSUPPORTED_TRAINERS[base.__name__]}); TAMPO supports "
+                "trl.GRPOTrainer only"
+            )
+
+
+def loss_mask(batch: dict[str, Any]) -> torch.Tensor:
+    """``[B, C]`` mask of the completion tokens TRL's loss uses: completion x tool mask."""
+    mask = batch["completion_mask"]
+    return mask * batch["tool_mask"] if "tool_mask" in batch else mask
 
 
 def _fused_closure(model: torch.nn.Module) -> dict[str, CellType] | None:
@@ -150,15 +192,29 @@ def sharded_lm_head(trainer: Any) -> str | None:
 
 
 def set_sampling_temperature(trainer: Any, temperature: float) -> None:
-    """Point every sampler TRL uses at ``temperature``: ``trainer.temperature`` (read by user
-    ``rollout_func``s), the HF ``generation_config`` and ``generation_kwargs`` (generate and
-    continuous batching), and ``VLLMGeneration.temperature`` (vLLM colocate and server)."""
+    """Point every sampler TRL uses at ``temperature``: ``trainer.temperature``, the HF
+    ``generation_config`` and ``generation_kwargs`` (generate and continuous batching), and
+    ``VLLMGeneration.temperature`` (vLLM colocate and server)."""
     trainer.temperature = temperature
     if trainer.use_vllm:
         trainer.vllm_generation.temperature = temperature
     else:
         trainer.generation_config.temperature = temperature
         trainer.generation_kwargs["temperature"] = temperature
+
+
+@contextmanager
+def rollout_temperature(trainer: Any, temperature: float) -> Iterator[None]:
+    """While generating, ``trainer.args.temperature`` is ``temperature`` too: user
+    ``rollout_func``s receive the trainer and commonly read it. TRL itself reads
+    ``args.temperature`` only in ``__init__``; the configured value is restored afterwards (it is
+    what checkpoints and loggers record)."""
+    configured = trainer.args.temperature
+    trainer.args.temperature = temperature
+    try:
+        yield
+    finally:
+        trainer.args.temperature = configured
 
 
 def generate_every(trainer: Any) -> int:

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from tampo_core.loglik import TemperatureLoglik
+
 
 @dataclass
 class GenerationRound:
@@ -21,7 +23,7 @@ class GenerationRound:
         slices_to_capture: first-iteration micro-batches whose training forward still has to be
             scored (0 when the likelihoods came from the generation phase).
         slices_consumed: micro-batches consumed so far.
-        loglik: float32 ``[b, K]`` chunks gathered so far, local rows.
+        loglik: per-slice likelihoods (``[b, K]`` and ``[b]`` counts) so far, local rows.
         advantages: float ``[b]`` chunks matching ``loglik``.
         updated: whether the meta-policy has learned from this round.
     """
@@ -31,7 +33,7 @@ class GenerationRound:
     slices_total: int
     slices_to_capture: int = 0
     slices_consumed: int = 0
-    loglik: list[torch.Tensor] = field(default_factory=list)
+    loglik: list[TemperatureLoglik] = field(default_factory=list)
     advantages: list[torch.Tensor] = field(default_factory=list)
     updated: bool = False
 

@@ -1,9 +1,9 @@
 """Per-temperature likelihoods from the hidden states of a scoring pass TRL already runs.
 
 A forward hook on the policy backbone sees ``last_hidden_state`` of every chunk TRL scores with
-the fused LM head; the completion positions are projected through the LM head weight at the K
-candidate temperatures (``multi_temperature_loglik_from_hidden``) under no grad. No backbone pass
-is added.
+the fused LM head; each attended completion position is projected through the LM head weight at
+the K candidate temperatures (``multi_temperature_loglik_from_hidden``) under no grad. No
+backbone pass is added. The loss mask is applied by the caller (``mean_over_mask``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from tampo_core import multi_temperature_loglik_from_hidden
 from tampo_core.adapters.trl._seam import backbone
+from tampo_core.adapters.trl.likelihoods import TokenLoglik, token_loglik_from_hidden
 
 
 class HiddenStateLoglik:
-    """Records ``[B, K]`` mean log-likelihoods while TRL scores completions.
+    """Records per-position likelihoods ``[B, C, K]`` while TRL scores completions.
 
     Args:
         model: the causal LM TRL patched with its fused head (unwrapped, PEFT base model).
@@ -35,48 +35,35 @@ class HiddenStateLoglik:
         self._logit_scale = logit_scale
 
     @contextmanager
-    def recording(
-        self, logits_to_keep: int, mask: torch.Tensor | None = None
-    ) -> Iterator[list[torch.Tensor]]:
+    def recording(self, logits_to_keep: int) -> Iterator[list[TokenLoglik]]:
         """Hook the backbone for the duration of one ``_get_per_token_logps_and_entropies`` call.
 
         Args:
             logits_to_keep: C, the number of completion positions TRL scores (the last C tokens
-                of each row).
-            mask: ``[B, C]`` loss mask of the whole call (completion x tool mask), or None to use
-                the completion part of the attention mask.
+                of each row); the completion part of the attention mask says which are real.
 
         Yields:
-            The list the hook fills, in row order, with float32 ``[b, K]`` chunks (NaN rows for
-            sequences without a valid token).
+            The list the hook fills, in row order, with one ``TokenLoglik`` per scored chunk.
         """
-        chunks: list[torch.Tensor] = []
-        offset = 0
+        chunks: list[TokenLoglik] = []
 
         def hook(
             module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> None:
-            nonlocal offset
             hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
-            rows = input_ids.shape[0]
-            if mask is None:
-                token_mask = kwargs["attention_mask"][:, -logits_to_keep:]
-            else:
-                token_mask = mask[offset : offset + rows]
-            offset += rows
             head = self._model.get_output_embeddings()
             device = head.weight.device  # a device_map may end the backbone elsewhere
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 chunks.append(
-                    multi_temperature_loglik_from_hidden(
+                    token_loglik_from_hidden(
                         hidden[:, -logits_to_keep - 1 : -1].detach().to(device),
                         head.weight.detach(),
                         input_ids[:, -logits_to_keep:].to(device),
+                        kwargs["attention_mask"][:, -logits_to_keep:].to(device),
                         self._temperatures,
-                        mask=token_mask.to(device),
-                        bias=None if head.bias is None else head.bias.detach(),
-                        logit_scale=self._logit_scale,
+                        None if head.bias is None else head.bias.detach(),
+                        self._logit_scale,
                     )
                 )
 

@@ -8,7 +8,6 @@ import os
 import warnings
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from trl import GRPOTrainer
 
@@ -16,14 +15,22 @@ from tampo_core import TampoConfig, TempMetaPolicy
 from tampo_core.adapters.trl import _seam
 from tampo_core.adapters.trl.extra_forward import loglik_by_extra_forward
 from tampo_core.adapters.trl.generation_round import GenerationRound
-from tampo_core.adapters.trl.hidden_capture import HiddenStateLoglik
-from tampo_core.adapters.trl.validation import (
+from tampo_core.adapters.trl.grpo_args import (
     LIKELIHOOD_SOURCES,
     LOSS_TEMPERATURES,
-    check_choice,
+    PER_ROW_REASON,
     check_grpo_args,
-    check_temperature,
+    refuse_per_row_temperature,
 )
+from tampo_core.adapters.trl.hidden_capture import HiddenStateLoglik
+from tampo_core.adapters.trl.likelihoods import (
+    TokenLoglik,
+    cat_loglik,
+    cat_token_loglik,
+    mean_over_mask,
+)
+from tampo_core.loglik import TemperatureLoglik
+from tampo_core.validation import check_choice, check_instance, check_temperature, expected
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +51,20 @@ class TampoGRPOTrainer(GRPOTrainer):
     LM-head temperature of policy, old and reference log-probs; every buffered micro-batch
     re-applies its own T, so ``steps_per_generation``/``num_iterations`` > 1 and evaluation in
     between stay consistent. The K per-temperature likelihoods come from the hidden states of a
-    scoring pass TRL already makes, are gathered with the advantages across processes, and the
-    same update runs on every rank.
+    scoring pass TRL already makes (the old-log-prob pass when TRL runs one, so they describe
+    the weights that generated the round; otherwise the round's training forwards), are
+    averaged under TRL's loss mask (completion x tool mask), gathered with their token counts
+    and the advantages across processes, and the same update runs on every rank; completions
+    without a valid token are skipped and counted, a non-finite likelihood is a ValueError.
+    While a round generates, ``trainer.args.temperature`` (and ``trainer.temperature``) hold its
+    T, for user ``rollout_func``s. Step logs carry ``tampo/temperature``, the T of the round
+    the last step trained on, and ``tampo/temperature_window_mean`` over the logging window.
+
+    Refused: ``RLOOTrainer`` / ``AsyncGRPOTrainer`` mixed in, contextual (per-prompt) policies
+    and per-row temperatures (one T per generate call and a scalar in the fused head),
+    ``TampoConfig.meta_advantage="batch_baseline"`` (TRL hands over advantages, not rewards),
+    ``do_sample=False`` / beam search, and the hidden-state path on sharded heads (FSDP,
+    ZeRO-3) or soft-capped logits (use ``likelihood_source="extra_forward"``).
 
     Args:
         model, reward_funcs, args, *trainer_args, **trainer_kwargs: as ``GRPOTrainer``.
@@ -78,9 +97,24 @@ class TampoGRPOTrainer(GRPOTrainer):
     ) -> None:
         _seam.check_trl_version()
         _seam.check_overridden_methods(GRPOTrainer)
+        _seam.check_trainer_class(type(self))
         tampo = TampoConfig() if tampo is None else tampo
-        if not isinstance(tampo, TampoConfig):
-            raise TypeError(f"tampo must be a TampoConfig, got {type(tampo).__name__}")
+        if not isinstance(tampo, TampoConfig) and hasattr(tampo, "sample"):
+            raise TypeError(
+                f"tampo: expected a TampoConfig (the trainer builds its own TempMetaPolicy; "
+                f"policy objects such as a contextual per-prompt policy are refused: "
+                f"{PER_ROW_REASON}), got {type(tampo).__name__}"
+            )
+        check_instance("tampo", tampo, TampoConfig)
+        if tampo.meta_advantage != "given":
+            raise ValueError(
+                expected(
+                    "TampoConfig.meta_advantage",
+                    "'given' with TampoGRPOTrainer (TRL hands the adapter each completion's "
+                    "advantage, not its reward)",
+                    repr(tampo.meta_advantage),
+                )
+            )
         self._loss_temperature_mode = check_choice(
             "loss_temperature", loss_temperature, LOSS_TEMPERATURES
         )
@@ -88,6 +122,7 @@ class TampoGRPOTrainer(GRPOTrainer):
             "likelihood_source", likelihood_source, LIKELIHOOD_SOURCES
         )
         if eval_temperature is not None:
+            refuse_per_row_temperature("eval_temperature", eval_temperature)
             eval_temperature = check_temperature("eval_temperature", eval_temperature)
         if args is not None:
             check_grpo_args(args, loss_temperature)
@@ -110,15 +145,22 @@ class TampoGRPOTrainer(GRPOTrainer):
             softcap = policy_cells["final_logit_softcapping"].cell_contents
             if softcap is not None:
                 raise ValueError(
-                    f"likelihood_source='hidden_states' cannot reproduce this model's final-logit "
-                    f"soft-capping (final_logit_softcapping={softcap}); expected a model without "
-                    "it, or likelihood_source='extra_forward'"
+                    expected(
+                        "likelihood_source",
+                        "'extra_forward' for a model with final-logit soft-capping (the "
+                        "hidden-state path cannot reproduce it)",
+                        f"'hidden_states' with final_logit_softcapping={softcap}",
+                    )
                 )
             sharded = _seam.sharded_lm_head(self)
             if sharded is not None:
                 raise ValueError(
-                    f"likelihood_source='hidden_states' needs the whole LM head weight on each "
-                    f"rank, but {sharded}; expected likelihood_source='extra_forward'"
+                    expected(
+                        "likelihood_source",
+                        "'extra_forward' when the LM head is sharded (the hidden-state path needs "
+                        "the whole head weight on each rank)",
+                        f"'hidden_states' while {sharded}",
+                    )
                 )
             self._capture = HiddenStateLoglik(
                 policy_model,
@@ -130,9 +172,15 @@ class TampoGRPOTrainer(GRPOTrainer):
                 "TAMPO likelihood_source='extra_forward': one extra no-grad policy forward pass "
                 "per generation round computes the per-temperature likelihoods."
             )
+        if self.rollout_func is not None:
+            logger.warning(
+                "TAMPO with rollout_func: it must sample at the round's temperature, which "
+                "TampoGRPOTrainer puts in trainer.args.temperature and trainer.temperature "
+                "during each generation round."
+            )
         self._round: GenerationRound | None = None
-        self._capture_request: torch.Tensor | bool | None = None
-        self._captured: list[torch.Tensor] = []
+        self._capture_armed = False
+        self._captured: list[TokenLoglik] = []
 
     # -- temperature plumbing -------------------------------------------------------------
 
@@ -163,7 +211,8 @@ class TampoGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             temperature = self._eval_temperature
             self._apply_temperature(temperature)
-            output = super()._generate_and_score_completions(inputs)
+            with _seam.rollout_temperature(self, temperature):
+                output = super()._generate_and_score_completions(inputs)
             _seam.check_output_keys(output)
             _seam.log_metric(self, "eval", "tampo/temperature", temperature)
         else:
@@ -190,15 +239,18 @@ class TampoGRPOTrainer(GRPOTrainer):
         self._round = GenerationRound(
             temperature, start_state, slices_total=_seam.generate_every(self)
         )
-        _seam.log_metric(self, "train", "tampo/temperature", temperature)
+        # TRL averages its metric buffer over the logging window: the window mean of the drawn
+        # temperatures; ``log`` adds the last drawn value under tampo/temperature.
+        _seam.log_metric(self, "train", "tampo/temperature_window_mean", temperature)
 
         from_generation = self._capture is not None and _seam.old_logps_pass_runs(self)
         self._captured = []
-        self._capture_request = True if from_generation else None
+        self._capture_armed = from_generation
         try:
-            output = super()._generate_and_score_completions(inputs)
+            with _seam.rollout_temperature(self, temperature):
+                output = super()._generate_and_score_completions(inputs)
         finally:
-            self._capture_request = None
+            self._capture_armed = False
         _seam.check_output_keys(output)
 
         if self._capture is None:
@@ -210,14 +262,16 @@ class TampoGRPOTrainer(GRPOTrainer):
                 self.args.per_device_train_batch_size,
             )
             self._update_policy(loglik, output["advantages"])
-        elif from_generation and "tool_mask" not in output:
+        elif from_generation:
+            # the old-log-prob pass ran with the weights that generated the round
             if "old_per_token_logps" not in output or len(self._captured) != 1:
                 raise RuntimeError(
                     "TRL did not run the old-log-prob pass the TAMPO adapter expected "
                     f"(captured {len(self._captured)} scoring calls); TRL internals changed, "
                     f"supported: trl{_seam.SUPPORTED_TRL_PIN}"
                 )
-            self._update_policy(self._captured[0], output["advantages"])
+            loglik = mean_over_mask(self._captured[0], _seam.loss_mask(output))
+            self._update_policy(loglik, output["advantages"])
         else:
             self._round.slices_to_capture = self.args.steps_per_generation
         self._captured = []
@@ -232,18 +286,16 @@ class TampoGRPOTrainer(GRPOTrainer):
         batch_size: int | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        request = self._capture_request
-        if request is None or self._capture is None or model is self.ref_model:
+        if not self._capture_armed or self._capture is None or model is self.ref_model:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs
             )
-        self._capture_request = None  # one scoring call per request (not a PEFT reference pass)
-        mask = request if isinstance(request, torch.Tensor) else None
-        with self._capture.recording(logits_to_keep, mask) as chunks:
+        self._capture_armed = False  # one scoring call per request (not a PEFT reference pass)
+        with self._capture.recording(logits_to_keep) as chunks:
             result = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs
             )
-        self._captured.append(torch.cat(chunks))
+        self._captured.append(cat_token_loglik(chunks))
         return result
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
@@ -257,37 +309,39 @@ class TampoGRPOTrainer(GRPOTrainer):
         if not self.model.training or current is None:
             return super()._compute_loss(model, inputs)
         capture = current.slices_to_capture > 0 and self._capture is not None
-        if capture:
-            mask = inputs["completion_mask"]
-            if "tool_mask" in inputs:
-                mask = mask * inputs["tool_mask"]
-            self._captured = []
-            self._capture_request = mask
+        self._captured = []
+        self._capture_armed = capture
         try:
             loss = super()._compute_loss(model, inputs)
         finally:
-            self._capture_request = None
+            self._capture_armed = False
         current.slices_consumed += 1
         if capture:
-            current.loglik.extend(self._captured)
+            if len(self._captured) != 1:
+                raise RuntimeError(
+                    f"TRL's training forward ran {len(self._captured)} policy scoring calls, "
+                    f"expected 1; TRL internals changed, supported: trl{_seam.SUPPORTED_TRL_PIN}"
+                )
+            current.loglik.append(mean_over_mask(self._captured[0], _seam.loss_mask(inputs)))
             current.advantages.append(inputs["advantages"].detach())
             self._captured = []
             current.slices_to_capture -= 1
             if current.slices_to_capture == 0:
-                self._update_policy(torch.cat(current.loglik), torch.cat(current.advantages))
+                self._update_policy(cat_loglik(current.loglik), torch.cat(current.advantages))
         return loss
 
     # -- meta-policy update ----------------------------------------------------------------
 
-    def _update_policy(self, loglik: torch.Tensor, advantages: torch.Tensor) -> None:
-        """Gather ``[b, K]`` likelihoods and ``[b]`` advantages of every process and run the
-        same update on every rank."""
-        gathered_loglik = self.accelerator.gather(loglik.float().contiguous())
-        gathered_adv = self.accelerator.gather(advantages.detach().float().contiguous())
-        loglik_array = gathered_loglik.to("cpu", torch.float64).numpy()
-        adv_array = gathered_adv.to("cpu", torch.float64).numpy()
+    def _update_policy(self, loglik: TemperatureLoglik, advantages: torch.Tensor) -> None:
+        """Gather the ``[b, K]`` likelihoods, their ``[b]`` token counts and ``[b]`` advantages
+        of every process and run the same update on every rank."""
+        device = self.accelerator.device
+        gather = self.accelerator.gather
+        likelihoods = gather(loglik.loglik.to(device, torch.float32).contiguous())
+        counts = gather(loglik.num_tokens.to(device, torch.int64).contiguous()).cpu().numpy()
+        gathered_adv = gather(advantages.detach().to(device, torch.float32).contiguous())
         current = self._round
-        if np.isnan(loglik_array).all(axis=1).all():
+        if not counts.any():
             warnings.warn(
                 "TAMPO: no completion of this round has a valid token (all masked); the "
                 "meta-policy skips the round",
@@ -295,7 +349,12 @@ class TampoGRPOTrainer(GRPOTrainer):
                 stacklevel=2,
             )
         else:
-            self.tampo_policy.observe_loglik(loglik_array, adv_array, sync=False)
+            self.tampo_policy.observe_loglik(
+                likelihoods.to("cpu", torch.float64).numpy(),
+                gathered_adv.to("cpu", torch.float64).numpy(),
+                num_tokens=counts,
+                sync=False,
+            )
         if current is not None:
             current.updated = True
             current.loglik, current.advantages = [], []
@@ -303,10 +362,13 @@ class TampoGRPOTrainer(GRPOTrainer):
     # -- logging and checkpoints -------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.model.training:
-            distribution = self.tampo_policy.metrics()
-            distribution.pop("tampo/temperature", None)  # averaged per round by TRL instead
-            logs.update(distribution)
+        """Training step logs (those with a ``loss``) get the meta-policy's metrics and
+        ``tampo/temperature``, the T of the round the last step trained on (exactly a drawn
+        value; TRL averages ``tampo/temperature_window_mean`` over the rounds of the window)."""
+        if self.model.training and "loss" in logs:
+            logs.update(self.tampo_policy.metrics(detail=True))
+            if self._round is not None:
+                logs["tampo/temperature"] = self._round.temperature
         super().log(logs, start_time)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from benchmarks.testbeds.task import EOS, Problem, Task
+from tampo_core.validation import check_in_range, check_int
 
 _DIGITS = "0123456789"
 
@@ -43,13 +44,10 @@ class ShapedAddition(Task):
         loop_prob: float = 0.0,
         max_new_tokens: int = 4,
     ) -> None:
-        if not (0.0 <= trap_prob <= 1.0 and 0.0 <= loop_prob <= 1.0):
-            raise ValueError(f"trap_prob, loop_prob: expected in [0, 1], got {trap_prob}, {loop_prob}")
-        if n_variants < 1 or max_new_tokens < 4:
-            raise ValueError(
-                f"n_variants >= 1 and max_new_tokens >= 4 expected, got {n_variants}, "
-                f"{max_new_tokens}"
-            )
+        check_in_range("trap_prob", trap_prob, 0.0, 1.0)
+        check_in_range("loop_prob", loop_prob, 0.0, 1.0)
+        check_int("n_variants", n_variants, minimum=1)
+        check_int("max_new_tokens", max_new_tokens, minimum=4)
         self.trap_prob, self.loop_prob = float(trap_prob), float(loop_prob)
         self.n_variants, self.variant_zipf = n_variants, float(variant_zipf)
         self.max_new_tokens = max_new_tokens

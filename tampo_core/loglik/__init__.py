@@ -2,9 +2,10 @@
 
 One concern per module: ``logits`` (from ``[B, L, V]`` logits), ``hidden`` (from hidden states
 and the LM head, never building the logits), ``tokens`` (packing the valid positions),
-``exp_sums`` (the K exp-sums per row), ``budget`` (chunk memory budget), ``result`` (the
-``TemperatureLoglik`` both kernels return), ``reference`` (float64, for tests) and
-``memory_probe`` (op-level peak tensor memory, for tests and benchmarks).
+``exp_sums`` (the K exp-sums per row), ``budget`` (chunk memory budget), ``workers`` (CPU
+chunks spread over threads, robust to a busy machine), ``result`` (the ``TemperatureLoglik``
+both kernels return), ``reference`` (float64, for tests) and ``memory_probe`` (op-level peak
+tensor memory, for tests and benchmarks).
 """
 
 from tampo_core.loglik.hidden import multi_temperature_loglik_from_hidden

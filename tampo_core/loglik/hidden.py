@@ -8,7 +8,7 @@ online log-sum-exp. Each target logit is picked from the block that holds it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -16,6 +16,7 @@ from tampo_core.loglik.budget import rows_within_budget
 from tampo_core.loglik.exp_sums import EXP_FLOOR, ExpSums, finite_shift, uses_power_sums
 from tampo_core.loglik.result import TemperatureLoglik, finish_mean_loglik
 from tampo_core.loglik.tokens import PackedTokens, pack_valid_tokens
+from tampo_core.loglik.workers import chunk_workers, run_chunks
 from tampo_core.validation import (
     check_float_tensor,
     check_optional_int,
@@ -223,35 +224,46 @@ def _chunked_online_stats(
     shift = torch.empty(n, dtype=torch.float32, device=device)
     sums = torch.empty(len(betas), n, dtype=torch.float32, device=device)
     beta = torch.tensor(betas, dtype=torch.float32, device=device).unsqueeze(1)
-    # The CUDA bf16/fp16 GEMM allocates its fp32 output itself.
-    buf = None if projection.low_precision_mm else torch.empty(rows * block, device=device)
-    exp_sums = ExpSums(betas, uses_power_sums(device), rows * block, device)
-    block_sums = torch.empty(len(betas), rows, dtype=torch.float32, device=device)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        c = stop - start
-        h = projection.operand(hidden[packed.batch[start:stop], packed.pos[start:stop]])
-        targets = packed.targets[start:stop]
-        run_max = torch.full((c,), -torch.inf, dtype=torch.float32, device=device)
-        run_sums = sums[:, start:stop].zero_()
-        for col in range(0, vocab, block):
-            width = min(block, vocab - col)
-            out = None if buf is None else buf[: c * width].view(c, width)
-            x = projection.block_logits(h, col, col + width, out)
-            local = targets - col
-            picked = x.gather(1, local.clamp(0, width - 1).unsqueeze(1)).squeeze(1)
-            inside = (local >= 0) & (local < width)
-            target[start:stop] = torch.where(inside, picked, target[start:stop])
-            new_max = torch.maximum(run_max, x.amax(dim=1))
-            new_shift = finite_shift(new_max)
-            x.sub_(new_shift.unsqueeze(1))
-            exp_sums(x, block_sums[:, :c])
-            # Old sums are relative to the old max: rescale by exp(beta (M_old - M_new)); a
-            # -inf old max (nothing seen yet) gives a factor of ~0, never -inf - -inf.
-            factor = (beta * (run_max - new_shift).unsqueeze(0)).clamp_(min=EXP_FLOOR).exp_()
-            run_sums.mul_(factor).add_(block_sums[:, :c])
-            run_max = new_max
-            del x  # free before the next block's GEMM allocates
-        del h
-        shift[start:stop] = finite_shift(run_max)
+    num_chunks = -(-n // rows)
+    chunk_bytes = rows * block * 8 + rows * hidden.shape[2] * 4
+    workers = chunk_workers(device, num_chunks, n * vocab, chunk_bytes)
+
+    def make_worker() -> Callable[[int], None]:
+        # The CUDA bf16/fp16 GEMM allocates its fp32 output itself.
+        buf = None if projection.low_precision_mm else torch.empty(rows * block, device=device)
+        exp_sums = ExpSums(betas, uses_power_sums(device), rows * block, device)
+        block_sums = torch.empty(len(betas), rows, dtype=torch.float32, device=device)
+
+        def work(chunk: int) -> None:
+            start = chunk * rows
+            stop = min(start + rows, n)
+            c = stop - start
+            h = projection.operand(hidden[packed.batch[start:stop], packed.pos[start:stop]])
+            targets = packed.targets[start:stop]
+            run_max = torch.full((c,), -torch.inf, dtype=torch.float32, device=device)
+            run_sums = sums[:, start:stop].zero_()
+            for col in range(0, vocab, block):
+                width = min(block, vocab - col)
+                out = None if buf is None else buf[: c * width].view(c, width)
+                x = projection.block_logits(h, col, col + width, out)
+                local = targets - col
+                picked = x.gather(1, local.clamp(0, width - 1).unsqueeze(1)).squeeze(1)
+                inside = (local >= 0) & (local < width)
+                target[start:stop] = torch.where(inside, picked, target[start:stop])
+                new_max = torch.maximum(run_max, x.amax(dim=1))
+                new_shift = finite_shift(new_max)
+                x.sub_(new_shift.unsqueeze(1))
+                exp_sums(x, block_sums[:, :c])
+                # Old sums are relative to the old max: rescale by exp(beta (M_old - M_new));
+                # a -inf old max (nothing seen yet) gives a factor of ~0, never -inf - -inf.
+                factor = (beta * (run_max - new_shift).unsqueeze(0)).clamp_(min=EXP_FLOOR).exp_()
+                run_sums.mul_(factor).add_(block_sums[:, :c])
+                run_max = new_max
+                del x  # free before the next block's GEMM allocates
+            del h
+            shift[start:stop] = finite_shift(run_max)
+
+        return work
+
+    run_chunks(num_chunks, workers, make_worker)
     return target, shift, sums.log_()

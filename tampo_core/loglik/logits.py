@@ -8,7 +8,7 @@ exp-sum per temperature (``ExpSums``: clamped exps on CPU, power sums on GPU; se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -16,6 +16,7 @@ from tampo_core.loglik.budget import rows_within_budget
 from tampo_core.loglik.exp_sums import ExpSums, finite_shift, uses_power_sums
 from tampo_core.loglik.result import TemperatureLoglik, finish_mean_loglik
 from tampo_core.loglik.tokens import PackedTokens, pack_valid_tokens
+from tampo_core.loglik.workers import chunk_workers, run_chunks
 from tampo_core.validation import (
     check_float_tensor,
     check_optional_int,
@@ -25,8 +26,8 @@ from tampo_core.validation import (
 )
 
 CPU_CHUNK_BYTES = 4 * 2**20
-"""CPU chunk working set: small enough to stay in a core's L2/L3 slice (2 rows at V = 152k;
-``benchmarks/kernel_cpu.py`` measured 1-8 rows there within noise)."""
+"""CPU chunk working set of one worker thread: small enough to stay in a core's L2/L3 slice
+(2 rows at V = 152k; ``benchmarks/kernel_cpu.py`` measured 1-8 rows there within noise)."""
 
 CUDA_CHUNK_ROWS = 1024
 """Preferred rows per chunk on CUDA, capped by the chunk budget (73 rows at V = 152k, bf16).
@@ -92,39 +93,52 @@ def multi_temperature_loglik(
         rows = default_chunk_rows(logits.device, vocab, logits.dtype)
     betas = [scale / t for t in temps]
     rows = min(rows, max(packed.num_tokens, 1))
-    exp_sums = ExpSums(betas, uses_power_sums(logits.device), rows * vocab, logits.device)
-    shift, log_sums = _chunked_row_stats(logits, packed, exp_sums, rows)
+    shift, log_sums = _chunked_row_stats(logits, packed, betas, rows)
     target = logits[packed.batch, packed.pos, packed.targets].float()
     return finish_mean_loglik(target, shift, log_sums, betas, packed)
 
 
 def _chunked_row_stats(
-    logits: torch.Tensor, packed: PackedTokens, exp_sums: ExpSums, rows: int
+    logits: torch.Tensor, packed: PackedTokens, betas: list[float], rows: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row max shift [N] and ``log S_k`` [K, N] (fp32) of every valid token's logit row.
 
-    ``exp_sums`` must hold ``rows * V`` elements of scratch. Neither host synchronisation nor
-    host-to-device copies happen here, so the loop can be captured in a CUDA graph.
+    Chunks of ``rows`` rows run on the calling thread, or on CPU (large calls) on
+    ``chunk_workers`` threads, each with its own chunk buffers (see ``workers``). Neither
+    host synchronisation nor host-to-device copies happen in the loop, so on CUDA it can be
+    captured in a CUDA graph.
     """
     device = logits.device
     vocab = logits.shape[2]
     n = packed.num_tokens
     shift = torch.empty(n, dtype=torch.float32, device=device)
-    sums = torch.empty(len(exp_sums.betas), n, dtype=torch.float32, device=device)
-    buf = torch.empty(rows * vocab, dtype=torch.float32, device=device)
-    row_max = torch.empty(rows, dtype=torch.float32, device=device)
+    sums = torch.empty(len(betas), n, dtype=torch.float32, device=device)
     table = _row_table(logits, packed) if n else None
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        x = buf[: (stop - start) * vocab].view(stop - start, vocab)
-        if table is None:
-            x.copy_(logits[packed.batch[start:stop], packed.pos[start:stop]])
-        else:
-            x.copy_(torch.index_select(table[0], 0, table[1][start:stop]))
-        torch.amax(x, dim=1, out=row_max[: stop - start])
-        shift[start:stop] = finite_shift(row_max[: stop - start])
-        x.sub_(shift[start:stop].unsqueeze(1))
-        exp_sums(x, sums[:, start:stop])
+    num_chunks = -(-n // rows)
+    chunk_bytes = rows * vocab * (4 + (0 if uses_power_sums(device) else 4))
+    workers = chunk_workers(device, num_chunks, n * vocab, chunk_bytes)
+
+    def make_worker() -> Callable[[int], None]:
+        buf = torch.empty(rows * vocab, dtype=torch.float32, device=device)
+        row_max = torch.empty(rows, dtype=torch.float32, device=device)
+        exp_sums = ExpSums(betas, uses_power_sums(device), rows * vocab, device)
+
+        def work(chunk: int) -> None:
+            start = chunk * rows
+            stop = min(start + rows, n)
+            x = buf[: (stop - start) * vocab].view(stop - start, vocab)
+            if table is None:
+                x.copy_(logits[packed.batch[start:stop], packed.pos[start:stop]])
+            else:
+                x.copy_(torch.index_select(table[0], 0, table[1][start:stop]))
+            torch.amax(x, dim=1, out=row_max[: stop - start])
+            shift[start:stop] = finite_shift(row_max[: stop - start])
+            x.sub_(shift[start:stop].unsqueeze(1))
+            exp_sums(x, sums[:, start:stop])
+
+        return work
+
+    run_chunks(num_chunks, workers, make_worker)
     return shift, sums.log_()
 
 

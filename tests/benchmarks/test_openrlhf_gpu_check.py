@@ -40,5 +40,6 @@ def test_gpu_check_script_passes_on_cpu(tmp_path):
     assert report["ok"] and len(report["checks"]) == 6
     assert {c["packed"] for c in report["checks"]} == {False, True}
     assert all(c["model_calls"] == 1 for c in report["checks"])
+    assert all(c["counts_match_action_mask"] for c in report["checks"])
     assert report["deepspeed"]["used"], report["deepspeed"]
     assert len(report["deepspeed"]["checks"]) == 6

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks import suite
+from benchmarks.diagnostics import DIAGNOSTIC_KEYS
 
 
 @pytest.fixture(autouse=True)
@@ -27,12 +28,25 @@ def test_smoke_suite_runs_reports_and_resumes(tmp_path: Path) -> None:
         assert paths[key].exists() and paths[key].stat().st_size > 0
     runs = sorted((out / "runs").glob("*/*/seed*.json"))
     assert len(runs) == len(suite.PROFILES["smoke"]["methods"])
-    tampo = json.loads((out / "runs/countdown/tampo/seed0.json").read_text())
-    assert len(tampo["log"]["probs"]) == tampo["spec"]["steps"]
-    assert set(tampo["final"]) == {"greedy_pass@1", "sampled_pass@1", "pass@4"}
+    tampo = json.loads((out / "runs/countdown/tampo-w0/seed0.json").read_text())
+    steps = tampo["spec"]["steps"]
+    for key in (*DIAGNOSTIC_KEYS, "temperature", "truncation"):
+        assert len(tampo["log"][key]) == steps, key
+    assert tampo["own_T"] == pytest.approx(tampo["log"]["temperature"][-1])  # last 10%: 1 step
+    settings = ("greedy", "T0.6", "T1.0", "own")
+    want = {f"{m}/{s}" for s in settings for m in ("pass@1", "truncation")}
+    want |= {f"pass@4/{s}" for s in settings if s != "greedy"}
+    assert set(tampo["final"]) == want
+    sft = json.loads((out / "runs/countdown/sft/seed0.json").read_text())
+    assert sft["own_T"] is None and not any(k.endswith("/own") for k in sft["final"])
     summary = json.loads(paths["json"].read_text())
     assert {r["method"] for r in summary["summary"]} == set(suite.PROFILES["smoke"]["methods"])
-    assert "| tampo |" in paths["md"].read_text()
+    versus = summary["versus_best_fixed"]
+    assert versus and all(v["verdict"] == "n/a (1 seeds)" for v in versus)
+    assert {v["metric"] for v in versus} == {k for k in want if not k.startswith("trunc")}
+    md = paths["md"].read_text()
+    assert "| tampo-w0 |" in md and "| tampo-w2 |" in md and "SMOKE RUN" in md
+    assert "diagnostics_countdown" in paths
 
     stamps = {p: p.stat().st_mtime_ns for p in runs}
     suite.main([*args, "--tasks", "countdown"])
@@ -43,3 +57,20 @@ def test_smoke_suite_runs_reports_and_resumes(tmp_path: Path) -> None:
     runs[0].write_text(json.dumps(record))
     with pytest.raises(SystemExit, match="different configuration"):
         suite.main([*args, "--tasks", "countdown"])
+
+
+def test_unknown_method_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        suite.main(["--smoke", "--out", str(tmp_path / "out"), "--methods", "fixed-0.6", "tampo"])
+    assert not (tmp_path / "out").exists()
+    assert "tampo-w<warm-up steps>" in capsys.readouterr().err
+
+
+def test_help_lists_the_valid_method_names(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        suite.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in (*suite.MAIN_METHODS, "sft", "cosine-<T0>-<T1>", "e3-anneal"):
+        assert name in text

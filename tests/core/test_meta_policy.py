@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import tampo_core as tc
+from tampo_core.metrics import temperature_label
 from tampo_core.reference import ReferenceTampo, reference_batch_advantage, reference_loglik
 
 K = 10
@@ -165,31 +166,67 @@ def test_state_dict_round_trip_reproduces_the_following_samples(
     state = json.loads(json.dumps(policy.state_dict()))
     restored = tc.TempMetaPolicy(config=cfg)
     restored.load_state_dict(state)
-    assert restored.metrics() == policy.metrics()
+    assert restored.metrics(detail=True) == policy.metrics(detail=True)
     assert [restored.sample() for _ in range(30)] == [policy.sample() for _ in range(30)]
     np.testing.assert_array_equal(restored.ema, policy.ema)
+
+
+COMPACT_KEYS = {
+    "tampo/temperature",
+    "tampo/expected_temperature",
+    "tampo/entropy",
+    "tampo/support_size",
+    "tampo/edge_fraction",
+}
 
 
 def test_metrics_are_a_flat_dict_of_floats() -> None:
     policy = tc.TempMetaPolicy(warmup_steps=0)
     policy.sample()
     policy.observe_loglik(np.linspace(-3, -1, K)[None, :].repeat(2, 0), [1.0, -1.0])
-    metrics = policy.metrics()
+    metrics = policy.metrics(detail=True)
     for key in (
         "tampo/temperature",
         "tampo/prob/0.6",
         "tampo/prob/1.5",
         "tampo/entropy",
-        "tampo/adv/1",
+        "tampo/adv/1.0",
         "tampo/preferred/1.5",
         "tampo/support_size",
         "tampo/edge_fraction",
         "tampo/expected_temperature",
         "tampo/ema/0.7",
+        "tampo/num_updates",
     ):
         assert key in metrics, key
     assert all(isinstance(v, float) for v in metrics.values())
     assert metrics["tampo/preferred/1.5"] == 1.0
+    assert metrics["tampo/edge_fraction"] == 1.0
+    assert len(metrics) == 4 * K + 9
+
+
+def test_metrics_default_is_compact_and_a_subset_of_the_detail() -> None:
+    policy = tc.TempMetaPolicy(warmup_steps=0)
+    assert set(policy.metrics()) == {"tampo/expected_temperature", "tampo/entropy"}
+    policy.sample()
+    policy.observe_loglik(np.linspace(-3, -1, K)[None, :].repeat(2, 0), [1.0, -1.0])
+    compact, detail = policy.metrics(), policy.metrics(detail=True)
+    assert set(compact) == COMPACT_KEYS
+    assert compact.items() <= detail.items()
+    np.testing.assert_allclose(
+        compact["tampo/expected_temperature"], np.dot(policy.probs, policy.temperatures)
+    )
+
+
+def test_every_temperature_label_has_one_format() -> None:
+    temps = (1e-4, 0.6, 1.0, 2.0, 1e4)
+    policy = tc.TempMetaPolicy(temperatures=temps, warmup_steps=0)
+    policy.observe_loglik(np.zeros((1, len(temps))), [1.0])
+    labels = {k.removeprefix("tampo/prob/") for k in policy.metrics(detail=True) if "/prob/" in k}
+    assert labels == {"0.0001", "0.6", "1.0", "2.0", "10000.0"}
+    assert [temperature_label(t) for t in temps] == ["0.0001", "0.6", "1.0", "2.0", "10000.0"]
+    close = tc.TempMetaPolicy(temperatures=(0.6, 0.6000001), warmup_steps=0).metrics(detail=True)
+    assert len([k for k in close if "/prob/" in k]) == 2  # "{:g}" would merge these two
 
 
 def test_skipped_trajectories_are_counted_not_averaged() -> None:
@@ -278,13 +315,13 @@ def test_invalid_state_dict_is_refused_and_leaves_state_untouched() -> None:
     broken_ema = {**good, "ema": [float("nan")] * K}
     short_ema = {**good, "ema": [0.0] * 3}
     for bad, match in [
-        (other, "config differs.*top_p"),
-        (broken_ema, "ema must be 10 finite floats"),
-        (short_ema, "ema must be 10 finite floats"),
-        ({**good, "version": 99}, "version"),
-        ({**good, "num_updates": -1}, "num_updates must be an int >= 0"),
-        ({k: v for k, v in good.items() if k != "rng"}, "rng"),
-        ("nope", "expected a dict"),
+        (other, r"config: expected this policy's config, got .*top_p"),
+        (broken_ema, r"ema\[0\]: expected a finite real number, got nan"),
+        (short_ema, "ema: expected 10 finite floats"),
+        ({**good, "version": 99}, "version: expected the int 1"),
+        ({**good, "num_updates": -1}, "num_updates: expected an int >= 0, got -1"),
+        ({k: v for k, v in good.items() if k != "rng"}, "rng: expected this field"),
+        ("nope", "state: expected a dict"),
     ]:
         with pytest.raises(ValueError, match=match):
             policy.load_state_dict(bad)  # type: ignore[arg-type]

@@ -58,3 +58,35 @@ def test_sparsemax_rejects_bad_input() -> None:
         tc.sparsemax(np.zeros((2, 0)))
     with pytest.raises(TypeError, match="floating"):
         tc.sparsemax(torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize(
+    ("row", "shown"),
+    [
+        ([1.0, np.nan, 0.0], "nan"),
+        ([1.0, np.inf, 0.0], "inf"),
+        ([-np.inf, -np.inf, -np.inf], "-inf"),
+    ],
+)
+@pytest.mark.parametrize("to_input", [np.array, torch.tensor], ids=["numpy", "torch"])
+def test_sparsemax_refuses_nan_posinf_and_all_neginf_rows_alike(row, shown, to_input) -> None:
+    x = to_input([[0.0, 1.0, 2.0], row])
+    before = x.copy() if isinstance(x, np.ndarray) else x.clone()
+    with pytest.raises(
+        ValueError, match=rf"x: expected finite scores .*, got {shown} at index \[1, "
+    ):
+        tc.sparsemax(x)
+    assert np.array_equal(np.asarray(x), np.asarray(before), equal_nan=True)
+
+
+@pytest.mark.parametrize("to_input", [np.array, torch.tensor], ids=["numpy", "torch"])
+def test_sparsemax_gives_neginf_scores_zero_probability(to_input) -> None:
+    p = tc.sparsemax(to_input([[2.0, -np.inf, 2.0], [0.3, 0.1, -np.inf]]))
+    np.testing.assert_allclose(np.asarray(p), [[0.5, 0.0, 0.5], [0.6, 0.4, 0.0]])
+
+
+def test_sparsemax_refuses_meta_tensors() -> None:
+    with pytest.raises(
+        ValueError, match=r"x: expected a tensor .* with data, got a tensor on 'meta'"
+    ):
+        tc.sparsemax(torch.zeros(2, 3, device="meta"))

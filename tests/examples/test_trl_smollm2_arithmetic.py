@@ -36,10 +36,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run_example(tmp_path: Path, *args: str, timeout: int) -> dict[str, Any]:
+NOT_SOFTMAX_WARNING = "error:TAMPO with truncated or constrained sampling:UserWarning"
+"""``-W`` filter turning the adapter's not-softmax(z / T) warning into an error."""
+
+
+def _run_example(
+    tmp_path: Path, *args: str, timeout: int, python_options: tuple[str, ...] = ()
+) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--threads", "1", "--output-dir", str(tmp_path), *args],
+        [
+            sys.executable,
+            *python_options,
+            str(EXAMPLE),
+            "--threads",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+            *args,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -50,7 +65,9 @@ def _run_example(tmp_path: Path, *args: str, timeout: int) -> dict[str, Any]:
 
 
 def test_smollm2_few_steps(tmp_path: Path) -> None:
-    """CI version: two GRPO steps with TAMPO on the real model (one prompt, 4 completions)."""
+    """CI version: two GRPO steps with TAMPO on the real model (one prompt, 4 completions),
+    at fixed length: full-length generation that keeps sampling softmax(z / T) (the adapter's
+    warning about a constrained sampler, e.g. min_new_tokens, is an error here)."""
     report = _run_example(
         tmp_path,
         "--max-steps",
@@ -61,7 +78,9 @@ def test_smollm2_few_steps(tmp_path: Path) -> None:
         "12",
         "--warmup-steps",
         "1",
+        "--fixed-length",
         timeout=600,
+        python_options=("-W", NOT_SOFTMAX_WARNING),
     )
     assert report["steps"] == 2 and report["num_updates"] == 2
     assert len(report["temperatures"]) == 2

@@ -11,44 +11,21 @@ pytest.importorskip(
     "openrlhf", reason="openrlhf is not installed (scripts/ci/install-openrlhf.sh installs it)"
 )
 
-from tests.adapters.openrlhf.testkit import activate_standins, reference_action_loglik, tiny_actor
-
-activate_standins()
-
-from openrlhf.trainer.ppo_utils.experience import (  # noqa: E402
+from openrlhf.trainer.ppo_utils.experience import (
     Experience,
     split_experience_batch,
 )
 
-from tampo_core.adapters.openrlhf.action_loglik import sequence_key  # noqa: E402
-from tampo_core.adapters.openrlhf.policy_hook import PolicyLoglikHook  # noqa: E402
-
-TEMPERATURES = (0.6, 0.8, 1.0, 1.3)
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ragged batch of 4: a full row, two shorter rows, one without actions."""
-    generator = torch.Generator().manual_seed(0)
-    batch, seqlen, actions = 4, 12, 7
-    lengths = [12, 9, 7, 10]
-    sequences = torch.randint(3, 64, (batch, seqlen), generator=generator)
-    attention_mask = torch.zeros(batch, seqlen, dtype=torch.long)
-    action_mask = torch.zeros(batch, actions, dtype=torch.bool)
-    for b, length in enumerate(lengths):
-        attention_mask[b, :length] = 1
-        sequences[b, length:] = 0
-        # action column j scores token S - A + j, valid while that token is inside the row
-        valid = max(0, length - (seqlen - actions))
-        action_mask[b, :valid] = True
-    action_mask[3] = False
-    action_mask[0, 2] = False  # an environment-feedback token inside the response
-    return sequences, attention_mask, action_mask
+from tampo_core.adapters.openrlhf.action_loglik import sequence_key
+from tampo_core.adapters.openrlhf.policy_hook import PolicyLoglikHook
+from tampo_core.adapters.openrlhf.reference import reference_action_loglik
+from tests.adapters.openrlhf.testkit import TEMPERATURES, ragged_batch, tiny_actor
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("source", [0.8, 1.3])
 def test_hook_gives_the_definition_and_equals_action_log_probs(packed: bool, source: float):
-    sequences, attention_mask, action_mask = _batch()
+    sequences, attention_mask, action_mask = ragged_batch()
     actor = tiny_actor(packed)
     actor.temperature = source
     calls = []
@@ -58,13 +35,16 @@ def test_hook_gives_the_definition_and_equals_action_log_probs(packed: bool, sou
         log_probs, output = actor(sequences, action_mask, attention_mask, return_output=True)
     assert len(calls) == 1, "the model must run once per forward"
     stash = hook.pop()
-    loglik = stash[sequence_key(sequences)]
+    loglik, num_tokens = stash[sequence_key(sequences)]
     assert loglik.shape == (4, len(TEMPERATURES)) and loglik.dtype == torch.float32
-    assert torch.isnan(loglik[3]).all(), "a sample without action tokens gives a NaN row"
+    assert num_tokens.dtype == torch.int64
+    assert num_tokens.tolist() == action_mask.sum(1).tolist(), "counts are the action tokens"
+    assert num_tokens[3] == 0, "a sample without action tokens has count 0"
+    assert torch.isnan(loglik[3]).all(), "whose row holds the kernel's 0 / 0"
     expected = reference_action_loglik(
         output.logits, sequences, attention_mask, action_mask, packed, source, TEMPERATURES
     )
-    torch.testing.assert_close(loglik[:3], expected[:3], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(loglik[:3], expected[:3].float(), atol=2e-5, rtol=1e-5)
     mask = action_mask.float()
     action_mean = (log_probs * mask).sum(1)[:3] / mask.sum(1)[:3]
     column = loglik[:3, TEMPERATURES.index(source)]
@@ -73,7 +53,7 @@ def test_hook_gives_the_definition_and_equals_action_log_probs(packed: bool, sou
 
 
 def test_hook_passes_training_forward_through():
-    sequences, attention_mask, action_mask = _batch()
+    sequences, attention_mask, action_mask = ragged_batch()
     plain = tiny_actor()
     hooked = tiny_actor()
     for actor in (plain, hooked):
@@ -87,7 +67,7 @@ def test_hook_passes_training_forward_through():
 
 
 def test_actor_temperature_divides_logits_on_the_next_call():
-    sequences, attention_mask, action_mask = _batch()
+    sequences, attention_mask, action_mask = ragged_batch()
     actor = tiny_actor()
     with torch.no_grad():
         actor.temperature = 1.0
@@ -101,7 +81,7 @@ def test_actor_temperature_divides_logits_on_the_next_call():
 def test_self_check_fails_when_output_logits_are_not_the_tempered_ones():
     # As if Actor.forward divided a copy of the logits (returning the raw ones in its output)
     # while computing the log-probs from the tempered copy.
-    sequences, attention_mask, action_mask = _batch()
+    sequences, attention_mask, action_mask = ragged_batch()
     actor = tiny_actor()
     actor.temperature = 0.6
     tempered_forward = actor.forward
@@ -118,7 +98,7 @@ def test_self_check_fails_when_output_logits_are_not_the_tempered_ones():
 
 
 def test_hook_refuses_a_temperature_off_the_grid():
-    sequences, attention_mask, action_mask = _batch()
+    sequences, attention_mask, action_mask = ragged_batch()
     actor = tiny_actor()
     actor.temperature = 0.9
     PolicyLoglikHook(actor, TEMPERATURES, chunk_size=None)
@@ -127,7 +107,7 @@ def test_hook_refuses_a_temperature_off_the_grid():
 
 
 def test_sequence_key_is_content_based():
-    sequences, _, _ = _batch()
+    sequences, _, _ = ragged_batch()
     assert sequence_key(sequences) == sequence_key(sequences.clone().to(torch.int32))
     other = sequences.clone()
     other[0, 0] += 1
@@ -136,7 +116,7 @@ def test_sequence_key_is_content_based():
 
 
 def test_the_temperature_tag_must_be_a_per_sample_tensor():
-    sequences, attention_mask, action_mask = _batch()
+    sequences, attention_mask, action_mask = ragged_batch()
     experience = Experience(
         sequences=sequences, attention_mask=attention_mask, action_mask=action_mask
     )
@@ -151,7 +131,7 @@ def test_the_temperature_tag_must_be_a_per_sample_tensor():
 def test_install_is_idempotent_and_follows_a_new_actor():
     from tampo_core.adapters.openrlhf.policy_hook import install_policy_hook, pop_policy_loglik
 
-    sequences, attention_mask, action_mask = _batch()
+    sequences, attention_mask, action_mask = ragged_batch()
     process = SimpleNamespace(actor=tiny_actor())
     with pytest.raises(RuntimeError, match="no TAMPO hook"):
         pop_policy_loglik(process)

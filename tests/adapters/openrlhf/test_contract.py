@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import importlib
+import importlib.metadata
+import sys
+from types import SimpleNamespace
 
-import tests.adapters.openrlhf.testkit as kit
-from tampo_core.adapters.openrlhf.options import TampoOptions, parse_tampo_args
+import pytest
 
 openrlhf = pytest.importorskip(
     "openrlhf", reason="openrlhf is not installed (scripts/ci/install-openrlhf.sh installs it)"
 )
-kit.activate_standins()
 
 import openrlhf.trainer.ppo_trainer as ppo_trainer_module  # noqa: E402
 import openrlhf.trainer.ppo_trainer_async as ppo_trainer_async_module  # noqa: E402
 
+import tests.adapters.openrlhf.testkit as kit  # noqa: E402
 from tampo_core.adapters.openrlhf import _seam, launch  # noqa: E402
+from tampo_core.adapters.openrlhf.options import TampoOptions  # noqa: E402
 
 
 def test_installed_openrlhf_meets_the_contract():
@@ -28,6 +31,19 @@ def test_version_check_refuses_other_versions():
     for version in ("0.10.2", "0.11.0", "0.12.0"):
         with pytest.raises(ImportError, match=r">=0.11.1"):
             _seam.check_openrlhf_version(version)
+
+
+def test_importing_the_seam_checks_the_version(monkeypatch):
+    installed = importlib.metadata.version
+
+    def version(name: str) -> str:
+        return "0.12.0" if name == "openrlhf" else installed(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(ImportError, match=r"openrlhf>=0.11.1,<0.12"):
+        importlib.reload(_seam)
+    monkeypatch.undo()
+    importlib.reload(_seam)
 
 
 def test_contract_check_fails_loudly_on_a_changed_internal(monkeypatch):
@@ -50,22 +66,31 @@ def test_contract_check_fails_loudly_on_a_changed_internal(monkeypatch):
 
 def test_unsupported_features_are_named():
     args = kit.cli_args(kit.ppo_argv(**{"--train.async_enable": ""}))
-    assert any("async" in reason for reason in _seam.unsupported_features(args))
+    assert _seam.unsupported_features(args) == [f"--train.async_enable: {_seam.ASYNC_REFUSAL}"]
     assert _seam.unsupported_features(kit.cli_args(kit.ppo_argv())) == []
 
 
-def test_tampo_options_parse_and_validate():
-    options, rest = parse_tampo_args(
-        ["--tampo.top_p", "0.5", "--rollout.batch_size", "2", "--tampo.temperatures", "0.7", "1.1"]
+def test_options_are_recorded_in_the_args_that_wandb_logs(monkeypatch):
+    from openrlhf.utils.logging_utils import WandbLogger
+
+    args = kit.cli_args(kit.ppo_argv(**{"--logger.wandb.key": "unused"}))
+    options = TampoOptions(chunk_size=8)
+    strategy = SimpleNamespace(args=args)
+    recorded = _seam.record_options(
+        ("model", strategy, None, None, None, None, None), {}, options.flat()
     )
-    assert options.config.top_p == 0.5 and options.config.temperatures == (0.7, 1.1)
-    assert options.chunk_size is None and rest == ["--rollout.batch_size", "2"]
-    with pytest.raises(SystemExit, match="unknown TAMPO"):
-        parse_tampo_args(["--tampo.topp", "0.5"])
-    with pytest.raises(ValueError, match="top_p"):
-        parse_tampo_args(["--tampo.top_p", "1.5"])
-    with pytest.raises(ValueError, match="chunk_size"):
-        TampoOptions(chunk_size=0)
+    assert recorded is args and vars(args.tampo) == options.flat()
+    configs = []
+    fake_wandb = SimpleNamespace(
+        api=SimpleNamespace(api_key="set"),
+        init=lambda **kwargs: configs.append(kwargs["config"]),
+        define_metric=lambda *a, **k: None,
+        Table=lambda columns: None,
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+    WandbLogger(args)  # OpenRLHF's own logger: the run config is args.__dict__
+    assert vars(configs[0]["tampo"]) == options.flat()
+    assert configs[0]["tampo"].top_p == 0.7 and configs[0]["tampo"].chunk_size == 8
 
 
 def test_launcher_swaps_the_trainer_and_passes_the_rest(monkeypatch):
@@ -91,8 +116,9 @@ def test_launcher_swaps_the_trainer_and_passes_the_rest(monkeypatch):
 
     assert isinstance(seen["trainer"], BoundTampoTrainer)
     assert seen["trainer"].options.config.top_p == 0.4 and seen["trainer"].options.chunk_size == 8
-    with pytest.raises(ValueError, match="async PPO"):
+    with pytest.raises(ValueError, match="async PPO") as refused:
         seen["async"].remote()
+    assert str(refused.value) == f"--train.async_enable: {_seam.ASYNC_REFUSAL}"
 
 
 def test_launcher_runs_the_real_cli_up_to_the_trainer(monkeypatch):
@@ -108,8 +134,9 @@ def test_launcher_runs_the_real_cli_up_to_the_trainer(monkeypatch):
 
 
 def test_launcher_refuses_async_and_lists_tampo_options(capsys, monkeypatch):
-    with pytest.raises(SystemExit, match="async PPO"):
+    with pytest.raises(SystemExit, match="async PPO") as refused:
         launch.main([*kit.ppo_argv(), "--train.async_enable"])
+    assert str(refused.value).endswith(f"--train.async_enable: {_seam.ASYNC_REFUSAL}")
     monkeypatch.setattr(ppo_trainer_module, "PPOTrainer", ppo_trainer_module.PPOTrainer)
     monkeypatch.setattr(
         ppo_trainer_async_module, "PPOTrainerAsync", ppo_trainer_async_module.PPOTrainerAsync

@@ -4,8 +4,9 @@ Real: ``RayActorGroup``, ``PolicyModelActor.forward``/``append``/``execute_batch
 ``ReferenceModelActor.forward``, ``RemoteExperienceMaker``, ``NaiveReplayBuffer``, ``PPOTrainer``
 (``fit``, ``train_step``, ``SamplesGenerator``, checkpoint and resume logic,
 ``TensorboardLogger``), the CLI's argument parsing, and the adapter's ``TampoPPOTrainer``.
-Test doubles (``openrlhf_testkit``): CPU model init instead of DeepSpeed, a vLLM engine actor
-that samples from the same tiny model, the PPO optimiser step and the checkpoint file write.
+Test doubles (``testkit``): CPU model init instead of DeepSpeed, a vLLM engine actor that samples
+from the same tiny model, the PPO optimiser step and the checkpoint file write (the checkpoint's
+``client_states`` go through DeepSpeed's real save and load in ``test_checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -22,25 +23,26 @@ pytest.importorskip(
 )
 ray = pytest.importorskip("ray", reason="ray is not installed (installed with openrlhf)")
 
-import tests.adapters.openrlhf.testkit as kit  # noqa: E402
-
-PATHS = kit.activate_standins()
-
 from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController  # noqa: E402
 from openrlhf.utils import get_strategy  # noqa: E402
 
+import tests.adapters.openrlhf.testkit as kit  # noqa: E402
 from tampo_core import TampoConfig, TempMetaPolicy  # noqa: E402
 from tampo_core.adapters.openrlhf import TampoOptions, _seam  # noqa: E402
+from tampo_core.adapters.openrlhf.advantages import advantage_signal, meta_advantages  # noqa: E402
 from tampo_core.adapters.openrlhf.join import join_loglik  # noqa: E402
 from tampo_core.adapters.openrlhf.policy_hook import (  # noqa: E402
     install_policy_hook,
     pop_policy_loglik,
 )
+from tampo_core.metrics import temperature_label  # noqa: E402
+from tests.adapters.openrlhf.testkit import TEMPERATURES  # noqa: E402
 
-TEMPERATURES = (0.6, 0.8, 1.0, 1.3)
 MICRO_BATCH = 2
+META = _seam.CHECKPOINT_STATE_KEY
+ADAPTER = _seam.ADAPTER_STATE_KEY
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,7 +53,7 @@ def local_ray():
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env=kit.ray_runtime_env(PATHS),
+        runtime_env=kit.ray_runtime_env(),
     )
     yield
     ray.shutdown()
@@ -103,7 +105,7 @@ def _tagged(samples: list[Experience], temperature: float) -> list[Experience]:
         return samples, None, 2, False
 
     holder = SimpleNamespace(samples_generator=SimpleNamespace(generate_samples=generate_samples))
-    _seam.wrap_generation(holder, lambda: temperature)
+    _seam.wrap_generation(holder, lambda: temperature, [])
     tagged, _, _, _ = holder.samples_generator.generate_samples(temperature=1.0, top_p=1.0)
     assert calls == [{"temperature": temperature, "top_p": 1.0}]
     return tagged
@@ -132,17 +134,21 @@ def test_experience_maker_brings_the_likelihoods_back(groups, packing):
     assert ray.get(reference.async_run_method("temperature")) == [temperature]
 
     joined = []
+    settings = _seam.advantage_settings(args)
 
     def consume(experiences):
         stash = {}
         for part in _seam.run_on_group(policy, pop_policy_loglik):
             stash.update(part)
         joined.append(join_loglik(experiences, stash, len(TEMPERATURES)))
+        joined.append(meta_advantages(experiences, advantage_signal(settings), settings))
 
     _seam.wrap_experience_making(SimpleNamespace(experience_maker=maker), consume)
     experiences = maker.make_experience_batch(samples)
-    loglik, advantages = joined[0]
+    (loglik, num_tokens), advantages = joined
     assert loglik.shape == (8, len(TEMPERATURES)) and advantages.shape == (8,)
+    expected_counts = torch.cat([e.action_mask.sum(1) for e in experiences])
+    assert num_tokens.tolist() == expected_counts.tolist() and num_tokens.min() > 0
     at_t = []
     for experience in experiences:
         mask = experience.action_mask.float()
@@ -154,7 +160,7 @@ def test_experience_maker_brings_the_likelihoods_back(groups, packing):
     assert torch.isfinite(advantages).all() and advantages.abs().sum() > 0
 
     meta_policy = TempMetaPolicy(temperatures=TEMPERATURES)
-    stats = meta_policy.observe_loglik(loglik, advantages, sync=False)
+    stats = meta_policy.observe_loglik(loglik, advantages, num_tokens=num_tokens, sync=False)
     assert stats.num_trajectories == 8 and meta_policy.num_updates == 1
 
     # Setting T on the policy only leaves the reference at the old T: KL is no longer zero.
@@ -200,11 +206,15 @@ def _run_trainer(groups, args, options: TampoOptions, engine_seed: int):
     ray.get(trainer.fit.remote())
     seen = ray.get(engine.seen_temperatures.remote())
     state = ray.get(trainer.tampo_state.remote())
+    recorded = ray.get(trainer.__ray_call__.remote(lambda self: vars(self.args.tampo)))
+    assert recorded == options.flat(), "the TAMPO options are in OpenRLHF's args (W&B config)"
     ray.kill(trainer)
     ray.kill(engine)
-    # one dispatch per prompt, two prompts per step
-    assert all(a == b for a, b in zip(seen[::2], seen[1::2], strict=True))
-    return seen[::2], state
+    # one generate call per sample: 4 samples for each of the 2 prompts of a step
+    per_step = args.rollout.n_samples_per_prompt * args.rollout.batch_size
+    steps = [seen[i : i + per_step] for i in range(0, len(seen), per_step)]
+    assert all(len(set(step)) == 1 and len(step) == per_step for step in steps)
+    return [step[0] for step in steps], state
 
 
 def _scalars(directory) -> dict[str, list[float]]:
@@ -221,15 +231,21 @@ def _scalars(directory) -> dict[str, list[float]]:
 
 def test_tampo_trainer_fit_logs_checkpoints_and_resumes(groups, tmp_path):
     kit.write_tokenizer(tmp_path / "tokenizer")
-    kit.write_prompts(tmp_path / "prompts.jsonl", 8)
-    options = TampoOptions(config=TampoConfig(temperatures=TEMPERATURES, warmup_steps=1, seed=5))
+    # one prompt's reward is NaN: the step that draws it skips its meta-update, training goes on
+    kit.write_prompts(tmp_path / "prompts.jsonl", 8, nan_reward={5})
+    config = TampoConfig(temperatures=TEMPERATURES, warmup_steps=1, seed=5)
+    options = TampoOptions(config=config, detailed_metrics=True)
     _init_groups(groups, packing=False)
     policy, reference = groups
     args = kit.cli_args(_trainer_argv(tmp_path))
     temperatures, state = _run_trainer(groups, args, options, engine_seed=0)
 
     assert len(temperatures) == 4 and set(temperatures) <= set(TEMPERATURES)
-    assert state["num_updates"] == 4
+    assert state[META]["num_updates"] == 3, "4 steps, one skipped"
+    assert state[ADAPTER]["skipped_updates"] == {
+        "no_valid_trajectory": 0,
+        "non_finite_advantages": 1,
+    }
     assert ray.get(policy.async_run_method("temperature")) == [temperatures[-1]] * 2
     assert ray.get(reference.async_run_method("temperature")) == [temperatures[-1]]
 
@@ -239,17 +255,30 @@ def test_tampo_trainer_fit_logs_checkpoints_and_resumes(groups, tmp_path):
     assert scalars["train/test/tag_mean"] == pytest.approx(temperatures)
     assert max(scalars["train/test/max_ratio_gap"]) < 1e-5, "PPO forward at the rollout T"
     assert scalars["train/test/num_replayed"] == [4.0] * 4  # 8 samples over 2 policy ranks
+    skipped = scalars["train/tampo/skipped_update"]
+    assert sorted(skipped) == [0.0, 0.0, 0.0, 1.0]
+    updates = [float(sum(1 - x for x in skipped[: i + 1])) for i in range(4)]
+    assert scalars["train/tampo/num_updates"] == updates
     for t in TEMPERATURES:
-        assert len(scalars[f"train/tampo/prob/{t:g}"]) == 4
-        assert len(scalars[f"train/tampo/adv/{t:g}"]) == 4
-    assert scalars["train/tampo/num_updates"] == [1.0, 2.0, 3.0, 4.0]
+        assert len(scalars[f"train/tampo/prob/{temperature_label(t)}"]) == 4
+        # batch statistics exist from the first update on
+        assert len(scalars[f"train/tampo/adv/{temperature_label(t)}"]) == sum(
+            u > 0 for u in updates
+        )
+    assert scalars["train/tampo/skipped_updates/non_finite_advantages"][-1] == 1.0
+    assert scalars["train/tampo/agent_temperature_overrides"] == [0.0] * 4
 
     saved = ray.get(policy.async_run_method("saved_states"))[0]
     assert [s["global_step"] for s in saved] == [1, 2, 3, 4]
-    last_saved = saved[-1][_seam.CHECKPOINT_STATE_KEY]
-    assert last_saved["ema"] == state["ema"] and last_saved["num_updates"] == 4
-    assert state["num_samples"] == 5, "the empty call that ends the episode drew once more"
-    json.dumps(saved[-1][_seam.CHECKPOINT_STATE_KEY])
+    last_saved = saved[-1][META]
+    assert last_saved["ema"] == state[META]["ema"] and last_saved["num_updates"] == 3
+    assert saved[-1][ADAPTER] == {**state[ADAPTER], "pending_temperatures": []}
+    # the empty call that ends the episode drew once more: held for the next call, saved with
+    # the adapter state from then on
+    (pending,) = state[ADAPTER]["pending_temperatures"]
+    assert pending in TEMPERATURES and state[META]["last_temperature"] == pending
+    json.dumps(saved[-1][META])
+    json.dumps(saved[-1][ADAPTER])
 
     # Resume from the step-2 checkpoint: the meta-policy continues where it was.
     (tmp_path / "ckpt" / "_actor").mkdir(parents=True)
@@ -258,7 +287,8 @@ def test_tampo_trainer_fit_logs_checkpoints_and_resumes(groups, tmp_path):
     resumed_temperatures, resumed_state = _run_trainer(groups, resumed_args, options, engine_seed=1)
     assert len(resumed_temperatures) == 2, "steps 3 and 4 only"
     assert resumed_temperatures[0] == temperatures[2], "same draw from the restored state"
-    assert resumed_state["num_updates"] == 4
+    assert resumed_state[META]["num_updates"] == 3
+    assert resumed_state[ADAPTER]["skipped_updates"] == state[ADAPTER]["skipped_updates"]
 
 
 def test_trainer_refuses_async_mode(groups, tmp_path):

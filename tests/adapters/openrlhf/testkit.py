@@ -1,19 +1,23 @@
-"""Shared pieces of the OpenRLHF adapter tests: stand-ins, a tiny local model, CPU Ray actors.
+"""Shared pieces of the OpenRLHF adapter tests: a tiny local model, CPU Ray actors, a vLLM
+engine stand-in.
 
-Only the two CUDA-only modules (flash_attn, vllm) are replaced, at import level. Everything
-else is OpenRLHF's own code: ``Actor``, ``PolicyModelActor.forward`` / ``append`` /
+Only the two CUDA-only packages (flash_attn, vllm) are replaced, by the import-level stand-ins
+that ``scripts/ci/install-openrlhf.sh`` installs into the environment (``standins/README.md``).
+Everything else is OpenRLHF's own code: ``Actor``, ``PolicyModelActor.forward`` / ``append`` /
 ``get_checkpoint_states``, ``ReferenceModelActor.forward``, ``RayActorGroup``,
 ``RemoteExperienceMaker``, ``NaiveReplayBuffer``, ``PPOTrainer`` with its ``fit`` loop,
-``SamplesGenerator``, ``TensorboardLogger`` and the CLI's parser and validation. What the test
-actors add instead of DeepSpeed/CUDA is marked where it is defined.
+``SamplesGenerator``, ``TensorboardLogger``, the agent executors and the CLI's parser and
+validation. What the test actors add instead of DeepSpeed/CUDA/vLLM is marked where it is
+defined. Ray workers import this module as ``tests.adapters.openrlhf.testkit``: Ray puts the
+driver's working directory (the repository root) on their path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
-import importlib.util
+import importlib
 import json
-import os
 import runpy
 import sys
 from collections.abc import Callable
@@ -23,31 +27,30 @@ from typing import Any
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-STANDINS = HERE / "standins"
 VOCAB = 64
 PAD_ID, EOS_ID = 0, 1
 MODEL_SEED = 1234
+TEMPERATURES = (0.6, 0.8, 1.0, 1.3)
+"""Candidate temperatures of the tests (a small grid containing the sources they use)."""
 
 
-def standin_paths() -> list[str]:
-    """Stand-in directories needed because the real package is not importable (a stand-in
-    already on ``sys.path`` still counts as needed: Ray workers must get it too)."""
-    paths = []
-    for module, folder in (("flash_attn", "flash_attn_standin"), ("vllm", "vllm_standin")):
-        spec = importlib.util.find_spec(module)
-        if spec is None or str(STANDINS) in str(spec.origin):
-            paths.append(str(STANDINS / folder))
-    return paths
-
-
-def activate_standins() -> list[str]:
-    """Put the needed stand-ins on ``sys.path``; return every path Ray workers need."""
-    paths = standin_paths()
-    for path in paths:
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    return [*paths, str(HERE)]
+def ragged_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ragged batch of 4: a full row, two shorter rows, one without actions."""
+    generator = torch.Generator().manual_seed(0)
+    batch, seqlen, actions = 4, 12, 7
+    lengths = [12, 9, 7, 10]
+    sequences = torch.randint(3, 64, (batch, seqlen), generator=generator)
+    attention_mask = torch.zeros(batch, seqlen, dtype=torch.long)
+    action_mask = torch.zeros(batch, actions, dtype=torch.bool)
+    for b, length in enumerate(lengths):
+        attention_mask[b, :length] = 1
+        sequences[b, length:] = 0
+        # action column j scores token S - A + j, valid while that token is inside the row
+        valid = max(0, length - (seqlen - actions))
+        action_mask[b, :valid] = True
+    action_mask[3] = False
+    action_mask[0, 2] = False  # an environment-feedback token inside the response
+    return sequences, attention_mask, action_mask
 
 
 def tiny_model(seed: int = MODEL_SEED) -> torch.nn.Module:
@@ -97,12 +100,14 @@ def write_tokenizer(directory: Path) -> Path:
     return directory
 
 
-def write_prompts(path: Path, count: int) -> Path:
-    """A JSONL prompt set: ``{"prompt": "w3 w7 ...", "label": "0"}``."""
+def write_prompts(path: Path, count: int, nan_reward: set[int] = frozenset()) -> Path:
+    """A JSONL prompt set: ``{"prompt": "w3 w7 ...", "label": "0"}``; the prompts numbered in
+    ``nan_reward`` get the label ``"nan"``, which ``EvenTokenExecutor`` rewards with NaN."""
     with path.open("w") as handle:
         for i in range(count):
             words = " ".join(f"w{(i * 7 + j * 3) % 50}" for j in range(2 + i % 3))
-            handle.write(json.dumps({"prompt": words, "label": str(i % 2)}) + "\n")
+            label = "nan" if i in nan_reward else str(i % 2)
+            handle.write(json.dumps({"prompt": words, "label": label}) + "\n")
     return path
 
 
@@ -292,77 +297,107 @@ def cpu_group(actor_class: Any, num_actors: int) -> Any:
     return RayActorGroup(num_actors, 1, actor_class, num_gpus_per_actor=0)
 
 
+class TinySampler:
+    """Stands in for vLLM's sampling inside the engine actor: ancestral sampling from
+    ``tiny_model`` at ``sampling_params.temperature`` for up to ``max_tokens`` tokens."""
+
+    def __init__(self, seed: int) -> None:
+        self.model = tiny_model()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def sample(self, prompt_ids: list[int], temperature: float, max_tokens: int) -> list[int]:
+        ids = list(prompt_ids)
+        for _ in range(max_tokens):
+            logits = self.model(torch.tensor([ids])).logits[0, -1]
+            probs = torch.softmax(logits / temperature, dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+            ids.append(token)
+            if token == EOS_ID:
+                break
+        return ids[len(prompt_ids) :]
+
+
+class EvenTokenExecutor:
+    """An agent executor (``AgentExecutorBase.execute``'s signature) for the engine stand-in:
+    one turn through ``llm_engine.generate``, rewarded by the completion's share of even token
+    ids (instead of a reward model or function), or NaN for the label ``"nan"``."""
+
+    async def execute(
+        self, prompt, label, sampling_params, max_length, hf_tokenizer, llm_engine, images=None
+    ) -> dict:
+        prompt_ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        actions = await llm_engine.generate(prompt_ids, sampling_params)
+        return {
+            "prompt": prompt,
+            "label": label,
+            "images": None,
+            "mm_train_inputs": None,
+            "observation_tokens": prompt_ids + actions,
+            "action_ranges": [(len(prompt_ids), len(prompt_ids) + len(actions))],
+            "rollout_log_probs": None,
+            "truncated": actions[-1] != EOS_ID,
+            "reward": float("nan")
+            if label == "nan"
+            else sum(t % 2 == 0 for t in actions) / len(actions),
+            "scores": None,
+            "extra_logs": {},
+        }
+
+
+class FakeVLLMEngine:
+    """Stands in for vLLM's ``RolloutRayActor`` with its layout: ``generate_responses`` runs
+    ``self.executor.execute(..., llm_engine=self)`` per sample, and the executor calls
+    ``self.generate`` per turn (which the TAMPO engine guard wraps). Records every temperature
+    it generated at."""
+
+    def __init__(self, seed: int) -> None:
+        torch.set_num_threads(1)
+        self.sampler = TinySampler(seed)
+        self.executor = EvenTokenExecutor()
+        self.temperatures: list[float] = []
+
+    def get_num_unfinished_requests(self) -> int:
+        return 0
+
+    async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+        self.temperatures.append(float(sampling_params.temperature))
+        return self.sampler.sample(
+            prompt_token_ids, sampling_params.temperature, sampling_params.max_tokens
+        )
+
+    async def generate_responses(
+        self, prompt, label, sampling_params, max_length, hf_tokenizer, num_samples=1, images=None
+    ) -> list[dict]:
+        tasks = [
+            self.executor.execute(
+                prompt=prompt,
+                label=label,
+                sampling_params=sampling_params,
+                max_length=max_length,
+                hf_tokenizer=hf_tokenizer,
+                llm_engine=self,
+                images=images,
+            )
+            for _ in range(num_samples)
+        ]
+        return await asyncio.gather(*tasks)
+
+    def seen_temperatures(self) -> list[float]:
+        return self.temperatures
+
+
 def fake_vllm_engine_class() -> Any:
-    """Ray actor class standing in for vLLM's ``RolloutRayActor`` (same two methods the
-    ``SamplesGenerator`` calls). It samples from ``tiny_model`` at the requested temperature and
-    scores each completion by its share of even token ids."""
+    """Ray actor class of ``FakeVLLMEngine`` (no CPU reservation)."""
     import ray
-
-    class FakeVLLMEngine:
-        def __init__(self, seed: int) -> None:
-            torch.set_num_threads(1)
-            self.model = tiny_model()
-            self.generator = torch.Generator().manual_seed(seed)
-            self.temperatures: list[float] = []
-
-        def get_num_unfinished_requests(self) -> int:
-            return 0
-
-        @torch.no_grad()
-        def generate_responses(
-            self,
-            prompt,
-            label,
-            sampling_params,
-            max_length,
-            hf_tokenizer,
-            num_samples=1,
-            images=None,
-        ) -> list[dict]:
-            temperature = sampling_params.temperature
-            self.temperatures.append(temperature)
-            prompt_ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            responses = []
-            for _ in range(num_samples):
-                ids = list(prompt_ids)
-                for _ in range(sampling_params.max_tokens):
-                    logits = self.model(torch.tensor([ids])).logits[0, -1]
-                    probs = torch.softmax(logits / temperature, dim=-1)
-                    token = int(torch.multinomial(probs, 1, generator=self.generator))
-                    ids.append(token)
-                    if token == EOS_ID:
-                        break
-                actions = ids[len(prompt_ids) :]
-                responses.append(
-                    {
-                        "prompt": prompt,
-                        "label": label,
-                        "images": None,
-                        "mm_train_inputs": None,
-                        "observation_tokens": ids,
-                        "action_ranges": [(len(prompt_ids), len(ids))],
-                        "rollout_log_probs": None,
-                        "truncated": actions[-1] != EOS_ID,
-                        "reward": sum(t % 2 == 0 for t in actions) / len(actions),
-                        "scores": None,
-                        "extra_logs": {},
-                    }
-                )
-            return responses
-
-        def seen_temperatures(self) -> list[float]:
-            return self.temperatures
 
     return ray.remote(num_cpus=0)(FakeVLLMEngine)
 
 
-def ray_runtime_env(paths: list[str]) -> dict:
-    """Ray ``runtime_env`` that lets workers import the stand-ins and this module."""
-    existing = os.environ.get("PYTHONPATH", "")
-    pythonpath = os.pathsep.join([*paths, existing] if existing else paths)
+def ray_runtime_env() -> dict:
+    """Ray ``runtime_env`` for the test workers: one thread each, offline hub."""
     return {
         "env_vars": {
-            "PYTHONPATH": pythonpath,
             "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
             "OMP_NUM_THREADS": "1",
             "TOKENIZERS_PARALLELISM": "false",
@@ -370,35 +405,3 @@ def ray_runtime_env(paths: list[str]) -> dict:
             "HF_HUB_OFFLINE": "1",
         }
     }
-
-
-def reference_action_loglik(
-    logits: torch.Tensor,
-    sequences: torch.Tensor,
-    attention_mask: torch.Tensor,
-    action_mask: torch.Tensor,
-    packed: bool,
-    source: float,
-    temperatures: tuple[float, ...],
-) -> torch.Tensor:
-    """Masked mean of log_softmax(raw / T_k) at the action tokens, by the definition [B, K]."""
-    from openrlhf.models.ring_attn_utils import gather_and_pad_tensor
-
-    batch, seqlen = sequences.shape
-    rolled = torch.roll(sequences, shifts=-1, dims=1)
-    raw = logits.float() * source
-    columns = []
-    for t in temperatures:
-        log_probs = torch.log_softmax(raw / t, dim=-1)
-        if packed:
-            flat = attention_mask.flatten().nonzero().squeeze(1)
-            targets = rolled.flatten()[flat].view(1, -1)
-            per_token = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            per_token = gather_and_pad_tensor(per_token, None, 0, flat, batch, seqlen)
-        else:
-            per_token = log_probs.gather(-1, rolled.unsqueeze(-1)).squeeze(-1)
-        del log_probs
-        per_token = per_token[:, :-1][:, -action_mask.shape[1] :]
-        mask = action_mask.float()
-        columns.append((per_token * mask).sum(1) / mask.sum(1))
-    return torch.stack(columns, dim=1)

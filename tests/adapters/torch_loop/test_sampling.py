@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from tampo_core.adapters.torch_loop import sample_completions
+from tampo_core.adapters.torch_loop.model_call import ModelSignature
 from tests.adapters.torch_loop.models import CachedLM, PlainLM, cached_lm
 
 EOS = 1
@@ -192,3 +193,64 @@ def test_hf_model_left_padded_prompts_match_unpadded_rows() -> None:
             )
             n = int(alone.completion_mask.sum())
             assert torch.equal(batch.completion_ids[i, :n], alone.completion_ids[0, :n])
+
+
+class KwargsWrapper(nn.Module):
+    """A PEFT-style wrapper: ``forward(input_ids, **kwargs)`` hands everything to its base."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def get_base_model(self) -> nn.Module:
+        return self.base
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: object) -> object:
+        return self.base(input_ids, **kwargs)
+
+
+def _count_calls(model: nn.Module) -> list[int]:
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_kwargs_wrapper_uses_its_base_models_cache() -> None:
+    base = _tiny()
+    wrapped = KwargsWrapper(base)
+    assert ModelSignature.of(wrapped).cache_kwarg == "past_key_values"
+    calls = _count_calls(base)
+    out = sample_completions(wrapped, _prompts(), temperature=0.0, max_new_tokens=6, eos_token_id=0)
+    assert len(calls) == out.completion_ids.shape[1]  # one cached step per token
+    plain = sample_completions(base, _prompts(), temperature=0.0, max_new_tokens=6, eos_token_id=0)
+    assert torch.equal(out.completion_ids, plain.completion_ids)
+
+
+def test_kwargs_module_without_a_base_model_stays_on_the_no_cache_path() -> None:
+    class Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = PlainLM()
+
+        def forward(self, input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            return self.inner(input_ids)
+
+    assert ModelSignature.of(Bare()).cache_kwarg is None
+
+
+def test_peft_lora_model_keeps_the_kv_cache() -> None:
+    peft = pytest.importorskip("peft")
+    base = _hf_llama()
+    lora = peft.get_peft_model(
+        base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    ).eval()
+    sig = ModelSignature.of(lora)
+    assert sig.cache_kwarg is not None and sig.cache_kwarg == ModelSignature.of(base).cache_kwarg
+    prompts = _prompts(4, 6, vocab=40)
+    calls = _count_calls(lora)
+    ours = sample_completions(lora, prompts, temperature=0.0, max_new_tokens=7, eos_token_id=EOS)
+    assert len(calls) == ours.completion_ids.shape[1]
+    nocache = sample_completions(
+        lora, prompts, temperature=0.0, max_new_tokens=7, eos_token_id=EOS, use_cache=False
+    )
+    assert torch.equal(nocache.completion_ids, ours.completion_ids)

@@ -26,7 +26,7 @@ STEPS = 4
 def _worker(model_dir: Path, out_dir: Path) -> None:
     from tampo_core import TampoConfig
     from tampo_core.adapters.trl import TampoGRPOTrainer
-    from tests.adapters.trl.test_tiny_model import make_trainer
+    from tests.adapters.trl.tiny_model import make_trainer
 
     trainer = make_trainer(
         TampoGRPOTrainer,
@@ -72,7 +72,7 @@ def _free_port() -> int:
 @pytest.mark.distributed
 def test_two_ranks_draw_and_learn_identically(tmp_path: Path) -> None:
     pytest.importorskip("trl")
-    from tests.adapters.trl.test_tiny_model import save_tiny_model
+    from tests.adapters.trl.tiny_model import save_tiny_model
 
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun is not None, "torchrun not found next to the Python executable"

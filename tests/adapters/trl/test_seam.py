@@ -14,14 +14,9 @@ trl = pytest.importorskip("trl")
 
 from tampo_core import TampoConfig  # noqa: E402
 from tampo_core.adapters.trl import TampoGRPOTrainer, _seam  # noqa: E402
-from tests.adapters.trl.test_tiny_model import make_trainer, save_tiny_model  # noqa: E402
+from tests.adapters.trl.tiny_model import make_trainer  # noqa: E402
 
 TEMPS = (0.5, 1.0, 1.7)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
 
 
 def _fused_and_manual(model: torch.nn.Module, temperature: float) -> tuple[torch.Tensor, ...]:
@@ -44,10 +39,26 @@ def _fused_and_manual(model: torch.nn.Module, temperature: float) -> tuple[torch
 
 def test_supported_versions_and_clear_refusal() -> None:
     assert _seam.check_trl_version() in _seam.SUPPORTED_TRL
-    _seam.check_trl_version("1.15.0")
-    for version in ("1.14.2", "1.17.0", "0.29.0"):
-        with pytest.raises(ImportError, match=rf"trl>=1.15,<1.17.*got trl {version}"):
+    _seam.check_trl_version("1.16.0")
+    for version in ("1.15.0", "1.14.2", "1.17.0", "0.29.0"):
+        with pytest.raises(ImportError, match=rf"trl>=1.16,<1.17.*got trl {version}"):
             _seam.check_trl_version(version)
+
+
+def test_the_install_extra_admits_every_version_the_seam_accepts() -> None:
+    """``tampo-core[trl]`` must not exclude a version the seam supports."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from tests.paths import REPO
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    (pin,) = [Requirement(r).specifier for r in extras["trl"] if Requirement(r).name == "trl"]
+    for version in ("1.16.0", "1.16.1", "1.16.9"):
+        assert (version in pin) == (version in _seam.SUPPORTED_TRL), version
 
 
 def test_overridden_methods_still_exist_with_their_parameters() -> None:
@@ -173,3 +184,30 @@ def test_missing_output_keys_fail_loudly() -> None:
     del output["advantages"]
     with pytest.raises(RuntimeError, match=r"no longer returns \['advantages'\]"):
         _seam.check_output_keys(output)
+
+
+def test_sharded_head_detector_reads_a_real_trainer(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The attributes ``sharded_lm_head`` reads exist on TRL's trainer (single CPU process:
+    nothing is sharded)."""
+    trainer = make_trainer(trl.GRPOTrainer, tiny_model_dir, tmp_path)
+    assert _seam.sharded_lm_head(trainer) is None
+
+
+def test_unsupported_trainers_still_exist_in_trl() -> None:
+    """The trainers refused by name are TRL's (a rename would silently drop the refusal)."""
+    assert trl.RLOOTrainer.__name__ in _seam.UNSUPPORTED_TRAINERS
+    assert not issubclass(trl.RLOOTrainer, trl.GRPOTrainer)
+    async_grpo = pytest.importorskip("trl.experimental.async_grpo")
+    assert async_grpo.AsyncGRPOTrainer.__name__ in _seam.UNSUPPORTED_TRAINERS
+    assert "temperature=self.args.temperature" in __import__("inspect").getsource(
+        async_grpo.AsyncGRPOTrainer
+    )
+
+
+def test_loss_mask_is_completion_times_tool_mask() -> None:
+    completion = torch.tensor([[1, 1, 0]])
+    assert _seam.loss_mask({"completion_mask": completion}) is completion
+    tool = torch.tensor([[1, 0, 1]])
+    assert _seam.loss_mask({"completion_mask": completion, "tool_mask": tool}).tolist() == [
+        [1, 0, 0]
+    ]

@@ -17,13 +17,12 @@ trl = pytest.importorskip("trl")
 from tampo_core import TampoConfig  # noqa: E402
 from tampo_core.adapters.trl import TampoGRPOTrainer, _seam  # noqa: E402
 from tampo_core.adapters.trl.trainer import STATE_FILE, TEMPERATURE_KEY  # noqa: E402
-from tests.adapters.trl.test_tiny_model import (  # noqa: E402
+from tests.adapters.trl.tiny_model import (  # noqa: E402
     PROMPTS,
     WORDS,
     build_tokenizer,
     grpo_config,
     make_trainer,
-    save_tiny_model,
     scoring_pass_counter,
 )
 
@@ -43,19 +42,17 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
-
-
 def _observed(trainer: Any) -> list[np.ndarray]:
-    """Patch the meta-policy to record every ``observe_loglik`` input."""
+    """Patch the meta-policy to record every ``observe_loglik`` input: the ``[N, K]``
+    likelihoods with the ``[N]`` token counts appended as a last column."""
     seen: list[np.ndarray] = []
     original = trainer.tampo_policy.observe_loglik
 
     def spy(loglik: np.ndarray, advantages: np.ndarray, **kwargs: Any) -> Any:
-        seen.append(np.asarray(loglik).copy())
-        assert kwargs == {"sync": False}
+        assert set(kwargs) == {"num_tokens", "sync"} and kwargs["sync"] is False
+        counts = np.asarray(kwargs["num_tokens"])
+        assert counts.dtype == np.int64 and (counts > 0).all()
+        seen.append(np.column_stack([np.asarray(loglik), counts]))
         return original(loglik, advantages, **kwargs)
 
     trainer.tampo_policy.observe_loglik = spy
@@ -171,13 +168,13 @@ def test_metrics_reach_trl_logs(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert len(steps) == 3
     for entry in steps:
         assert entry["tampo/temperature"] in TEMPS
-        probs = [entry[f"tampo/prob/{t:g}"] for t in TEMPS]
+        probs = [entry[f"tampo/prob/{float(t)!r}"] for t in TEMPS]
         assert abs(sum(probs) - 1.0) < 1e-9
         assert {"tampo/entropy", "tampo/support_size"} <= set(entry)
-        assert all(np.isfinite(entry[f"tampo/adv/{t:g}"]) for t in TEMPS)
+        assert all(np.isfinite(entry[f"tampo/adv/{float(t)!r}"]) for t in TEMPS)
     last = steps[-1]
     np.testing.assert_allclose(
-        [last[f"tampo/prob/{t:g}"] for t in TEMPS], trainer.tampo_policy.probs
+        [last[f"tampo/prob/{float(t)!r}"] for t in TEMPS], trainer.tampo_policy.probs
     )
 
 
@@ -195,7 +192,8 @@ def test_resume_reproduces_the_temperature_sequence(tiny_model_dir: Path, tmp_pa
     temps_full, state_full = _temperatures_and_state(full)
     checkpoint = tmp_path / "full" / "checkpoint-3"
     saved = json.loads((checkpoint / STATE_FILE).read_text())
-    assert saved["mid_round"] is False and saved["policy"]["num_samples"] == 3
+    assert saved["mid_round"] is False and saved["policy"]["num_updates"] == 3
+    assert saved["policy"]["last_temperature"] == temps_full[2]
 
     resumed = make_trainer(
         TampoGRPOTrainer, tiny_model_dir, tmp_path / "resumed", overrides, tampo=LEARNING
@@ -216,11 +214,28 @@ def test_resume_reproduces_the_temperature_sequence(tiny_model_dir: Path, tmp_pa
         fresh.train(resume_from_checkpoint=str(checkpoint))
 
 
+def _draw_steps(trainer: Any) -> list[tuple[int, float]]:
+    """Patch the meta-policy to record (global step, T) of every draw."""
+    draws: list[tuple[int, float]] = []
+    sample = trainer.tampo_policy.sample
+
+    def spy() -> float:
+        draws.append((trainer.state.global_step, sample()))
+        return draws[-1][1]
+
+    trainer.tampo_policy.sample = spy
+    return draws
+
+
 def test_mid_round_checkpoint_redraws_the_rounds_temperature(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     """A checkpoint inside a round saves the state from before that round's draw: TRL
-    regenerates the round on resume, and it is drawn at the same T."""
+    regenerates the round on resume, and it is drawn at the same T.
+
+    TRL restarts its micro-step counter on resume, so the regenerated round starts at the
+    resumed step: later round boundaries shift by the micro-batches the interrupted round had
+    consumed (documented in README; this pins the behaviour so a TRL change is noticed)."""
     overrides = {
         "max_steps": 4,
         "steps_per_generation": 2,
@@ -228,26 +243,74 @@ def test_mid_round_checkpoint_redraws_the_rounds_temperature(
         "save_steps": 1,
     }
     trainer = make_trainer(TampoGRPOTrainer, tiny_model_dir, tmp_path, overrides, tampo=LEARNING)
+    full_draws = _draw_steps(trainer)
     trainer.train()
-    temps, _ = _temperatures_and_state(trainer)
     saved = json.loads((tmp_path / "checkpoint-1" / STATE_FILE).read_text())
-    assert saved["mid_round"] is True and saved["policy"]["num_samples"] == 0
+    assert saved["mid_round"] is True and saved["policy"]["num_updates"] == 0
+    assert saved["policy"]["last_temperature"] is None  # saved before the round's draw
     resumed = make_trainer(
         TampoGRPOTrainer, tiny_model_dir, tmp_path / "resumed", overrides, tampo=LEARNING
     )
+    resumed_draws = _draw_steps(resumed)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
-    assert _temperatures_and_state(resumed)[0][1] == temps[0]  # [0]: the checkpoint's step
+    assert [step for step, _ in full_draws] == [0, 2]
+    assert [step for step, _ in resumed_draws] == [1, 3]  # boundaries shifted by one step
+    assert resumed_draws[0][1] == full_draws[0][1]  # the interrupted round's T, redrawn
 
 
 @pytest.mark.parametrize(
     ("config", "kwargs", "error", "match"),
     [
-        ({"generation_kwargs": {"temperature": 0.9}}, {}, ValueError, "must not set 'temperature'"),
-        ({}, {"loss_temperature": "sometimes"}, ValueError, "loss_temperature must be one of"),
-        ({}, {"likelihood_source": "magic"}, ValueError, "likelihood_source must be one of"),
-        ({}, {"eval_temperature": 0.0}, ValueError, "eval_temperature must be a finite float > 0"),
-        ({}, {"eval_temperature": "hot"}, TypeError, "eval_temperature must be a float"),
-        ({}, {"tampo": {"temperatures": TEMPS}}, TypeError, "tampo must be a TampoConfig"),
+        (
+            {"generation_kwargs": {"temperature": 0.9}},
+            {},
+            ValueError,
+            r"GRPOConfig.generation_kwargs\['temperature'\]: expected no value .*, got 0.9$",
+        ),
+        (
+            {"generation_kwargs": {"do_sample": False}},
+            {},
+            ValueError,
+            r"generation_kwargs\['do_sample'\]: expected True or unset .*greedy.*, got False$",
+        ),
+        (
+            {"generation_kwargs": {"num_beams": 2}},
+            {},
+            ValueError,
+            r"generation_kwargs\['num_beams'\]: expected 1 or unset .*, got 2$",
+        ),
+        (
+            {},
+            {"loss_temperature": "sometimes"},
+            ValueError,
+            r"^loss_temperature: expected one of \('sampled', 'fixed'\), got 'sometimes'$",
+        ),
+        (
+            {},
+            {"likelihood_source": "magic"},
+            ValueError,
+            r"^likelihood_source: expected one of \('hidden_states', 'extra_forward'\), "
+            r"got 'magic'$",
+        ),
+        (
+            {},
+            {"eval_temperature": 0.0},
+            ValueError,
+            r"^eval_temperature: expected a temperature in \[0.0001, 10000\], finite and > 0, "
+            r"got 0.0$",
+        ),
+        (
+            {},
+            {"eval_temperature": "hot"},
+            TypeError,
+            r"^eval_temperature: expected a finite real number, got str 'hot'$",
+        ),
+        (
+            {},
+            {"tampo": {"temperatures": TEMPS}},
+            TypeError,
+            r"^tampo: expected a TampoConfig, got dict ",
+        ),
     ],
 )
 def test_invalid_configurations_fail_clearly(
@@ -258,20 +321,26 @@ def test_invalid_configurations_fail_clearly(
 
 
 def test_fixed_loss_temperature_with_vllm_importance_sampling_is_refused() -> None:
-    from tampo_core.adapters.trl.validation import check_grpo_args
+    from tampo_core.adapters.trl.grpo_args import check_grpo_args
 
     args = grpo_config(Path("unused"))
     args.use_vllm, args.vllm_importance_sampling_correction = True, True
-    with pytest.raises(ValueError, match="loss_temperature='fixed' with use_vllm=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"^loss_temperature: expected 'sampled' with use_vllm=True and "
+        r"vllm_importance_sampling_correction=True .*, got 'fixed'$",
+    ):
         check_grpo_args(args, "fixed")
     check_grpo_args(args, "sampled")
 
 
 def test_truncated_sampling_warns(tiny_model_dir: Path, tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match=r"truncated sampling \(\{'top_p': 0.9, 'top_k': 5\}\)"):
+    with pytest.warns(
+        UserWarning, match=r"truncated or constrained sampling \(\{'top_p': 0.9, 'top_k': 5\}\)"
+    ):
         make_trainer(TampoGRPOTrainer, tiny_model_dir, tmp_path, {"top_p": 0.9, "top_k": 5})
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="TAMPO with truncated sampling")
+        warnings.filterwarnings("error", message="TAMPO with truncated or constrained sampling")
         make_trainer(TampoGRPOTrainer, tiny_model_dir, tmp_path)
 
 
@@ -389,3 +458,162 @@ def test_peft_reference_pass_is_never_captured(
         np.testing.assert_allclose(
             hidden[np.lexsort(hidden.T)], real[np.lexsort(real.T)], rtol=1e-5, atol=1e-5
         )
+
+
+def _drawn_temperatures(trainer: Any) -> list[float]:
+    """Patch the meta-policy to record every temperature it draws."""
+    drawn: list[float] = []
+    sample = trainer.tampo_policy.sample
+
+    def spy() -> float:
+        drawn.append(sample())
+        return drawn[-1]
+
+    trainer.tampo_policy.sample = spy
+    return drawn
+
+
+def test_logged_temperature_is_the_last_draw_and_the_window_mean_is_separate(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Two rounds per logging window: ``tampo/temperature`` is the second round's T (a
+    candidate), ``tampo/temperature_window_mean`` the mean of both."""
+    trainer = make_trainer(
+        TampoGRPOTrainer,
+        tiny_model_dir,
+        tmp_path,
+        {"max_steps": 8, "logging_steps": 2},
+        tampo=LEARNING,
+    )
+    drawn = _drawn_temperatures(trainer)
+    trainer.train()
+    entries = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(drawn) == 8 and len(entries) == 4 and len(set(drawn)) > 1
+    for index, entry in enumerate(entries):
+        window = drawn[2 * index : 2 * index + 2]
+        assert entry["tampo/temperature"] == window[-1]
+        assert entry["tampo/temperature_window_mean"] == pytest.approx(sum(window) / 2)
+    assert any(e["tampo/temperature"] != e["tampo/temperature_window_mean"] for e in entries)
+
+
+def test_steps_without_a_round_log_the_temperature_in_effect(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """steps_per_generation = 2 with one micro-batch per step: every other step generates
+    nothing, and still logs the T its batch was sampled at (and no window mean)."""
+    trainer = make_trainer(
+        TampoGRPOTrainer,
+        tiny_model_dir,
+        tmp_path,
+        {"max_steps": 4, **LAYOUTS["old_pass"][0]},
+        tampo=LEARNING,
+    )
+    drawn = _drawn_temperatures(trainer)
+    trainer.train()
+    entries = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(drawn) == 2 and len(entries) == 4
+    assert [e["tampo/temperature"] for e in entries] == [t for t in drawn for _ in range(2)]
+    assert ["tampo/temperature_window_mean" in e for e in entries] == [True, False, True, False]
+
+
+@pytest.mark.parametrize(
+    "generation_kwargs",
+    [{"min_new_tokens": 6}, {"min_length": 9}, {"no_repeat_ngram_size": 2}, {"min_tokens": 3}],
+)
+def test_constrained_sampling_warns(
+    tiny_model_dir: Path, tmp_path: Path, generation_kwargs: dict[str, Any]
+) -> None:
+    ((key, value),) = generation_kwargs.items()
+    with pytest.warns(
+        UserWarning,
+        match=r"truncated or constrained sampling "
+        + rf"\(\{{\"generation_kwargs\['{key}'\]\": {value}\}}\)",
+    ):
+        make_trainer(
+            TampoGRPOTrainer, tiny_model_dir, tmp_path, {"generation_kwargs": generation_kwargs}
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "config", "name"),
+    [
+        ({"eval_temperature": torch.tensor([0.7, 1.0])}, {}, "eval_temperature"),
+        ({"eval_temperature": [0.7, 1.0]}, {}, "eval_temperature"),
+        ({"eval_temperature": np.array([0.7, 1.0])}, {}, "eval_temperature"),
+    ],
+)
+def test_per_row_temperatures_are_refused_with_the_reason(
+    tiny_model_dir: Path, tmp_path: Path, kwargs: dict[str, Any], config: dict, name: str
+) -> None:
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}: expected one float \(TRL's HF-generate path takes one temperature per "
+        r"generate call and its fused LM head closes over one scalar temperature.*per-prompt",
+    ):
+        make_trainer(TampoGRPOTrainer, tiny_model_dir, tmp_path, config, **kwargs)
+
+
+def test_per_row_grpo_temperature_is_refused() -> None:
+    from tampo_core.adapters.trl.grpo_args import check_grpo_args
+
+    args = grpo_config(Path("unused"))
+    args.temperature = [0.7, 1.0]
+    with pytest.raises(ValueError, match=r"^GRPOConfig.temperature: expected one float \(TRL's"):
+        check_grpo_args(args, "sampled")
+
+
+def test_contextual_policy_is_refused_with_the_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tampo_core.contextual import ContextualTempMetaPolicy
+
+    policy = ContextualTempMetaPolicy.__new__(ContextualTempMetaPolicy)  # only its type matters
+    with pytest.raises(
+        TypeError,
+        match=r"^tampo: expected a TampoConfig .*contextual per-prompt policy are refused: "
+        r"TRL's HF-generate path takes one temperature.*got ContextualTempMetaPolicy$",
+    ):
+        make_trainer(TampoGRPOTrainer, tiny_model_dir, tmp_path, tampo=policy)
+
+
+def test_batch_baseline_meta_advantage_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"^TampoConfig.meta_advantage: expected 'given' .*got 'batch_baseline'$"
+    ):
+        make_trainer(
+            TampoGRPOTrainer,
+            tiny_model_dir,
+            tmp_path,
+            tampo=TampoConfig(meta_advantage="batch_baseline"),
+        )
+
+
+def test_rloo_and_async_grpo_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    class TampoRLOO(TampoGRPOTrainer, trl.RLOOTrainer):
+        pass
+
+    with pytest.raises(
+        TypeError, match=r"^TampoRLOO: expected a GRPOTrainer without RLOOTrainer, got a class"
+    ):
+        make_trainer(TampoRLOO, tiny_model_dir, tmp_path)
+    async_grpo = pytest.importorskip("trl.experimental.async_grpo")
+
+    class TampoAsync(TampoGRPOTrainer, async_grpo.AsyncGRPOTrainer):
+        pass
+
+    with pytest.raises(TypeError, match=r"AsyncGRPOTrainer.*read args.temperature once"):
+        _seam.check_trainer_class(TampoAsync)
+
+
+def test_sharded_head_needs_the_fallback(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """FSDP / ZeRO-3 cannot run on this CPU machine: the refusal is checked with the detector
+    patched (the detector itself is covered in test_seam)."""
+    with (
+        patch.object(_seam, "sharded_lm_head", return_value="FSDP shards the LM head"),
+        pytest.raises(
+            ValueError,
+            match=r"^likelihood_source: expected 'extra_forward' when the LM head is sharded .*"
+            r"got 'hidden_states' while FSDP shards the LM head$",
+        ),
+    ):
+        make_trainer(TampoGRPOTrainer, tiny_model_dir, tmp_path, tampo=LEARNING)
+    with patch.object(_seam, "sharded_lm_head", return_value="FSDP shards the LM head"):
+        make_trainer(TampoGRPOTrainer, tiny_model_dir, tmp_path, likelihood_source="extra_forward")
