@@ -59,8 +59,8 @@ class RecordingMetaPolicy(TemperaturePolicy):
             source_temperature=source_temperature,
         )
         stats = self.inner.observe_loglik(ll, advantages)
-        valid = (ll.num_tokens > 0).numpy()
-        preferred = np.nan_to_num(ll.loglik.double().numpy(), nan=-np.inf).argmax(1)
+        valid = (ll.num_tokens > 0).cpu().numpy()
+        preferred = np.nan_to_num(ll.loglik.double().cpu().numpy(), nan=-np.inf).argmax(1)
         adv = advantages.detach().double().cpu().numpy()
         k = len(temps)
         probs = self.inner.probs

@@ -17,8 +17,8 @@ T = 0.6 and 1.0 and at the run's own T (mean of its last 10% of steps), as in th
 GPU mode status: READY AND UNTESTED ON A GPU (no GPU was available to the issue that built it;
 its orchestration is exercised on CPU by ``tests/benchmarks/test_real_lm.py``). Sized for one
 H200: 12 methods x 3 seeds = 36 runs of 40 steps x 16 prompts x 8 rollouts x <= 32 tokens,
-``--parallel 12`` processes at a time (each ~2-3 GB of GPU memory with LoRA), expected about
-10 minutes in total; not measured.
+``--parallel 12`` processes at a time (each up to ~8 GB of GPU memory: the update's fp32 logits
+are 128 x ~80 positions x 49,152), expected 5-10 minutes in total (estimated, not measured).
 
 Getting the model to the GPU machine (it has no package index and takes at most 64 MiB of
 tree per call; files it writes outside the tree stay while it is warm, about 30 s after a

@@ -432,6 +432,12 @@ def batch_tensors(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return tensors["input_ids"], tensors["response_mask"], tensors["advantages"]
 
 
+def trajectory_rewards(batch: Any) -> torch.Tensor:
+    """float32 ``[B]``: each trajectory's reward, the sum of verl's ``token_level_scores`` (the
+    reward function's / reward model's scores, before any KL penalty in the reward)."""
+    return batch.batch["token_level_scores"].sum(dim=-1).float()
+
+
 def add_step_metrics(actor_output: Any, metrics: dict[str, float]) -> None:
     """Add ``metrics`` to what ``_update_actor`` returns; ``fit`` reduces and logs them with the
     step's metrics through ``Tracking``."""

@@ -10,9 +10,10 @@ Per step, on the driver (which owns the meta-policy):
    likelihoods of that same forward (``engine_hook``; zero extra forward passes), which come back
    with the log-probs; ``_compute_ref_log_prob`` and the PPO update run at ``T`` too, so ratio,
    KL and entropy are all at the sampling temperature;
-3. ``_update_actor`` reads verl's advantages, feeds them with the likelihoods to
-   ``observe_loglik`` (once per step, on the driver) and adds the ``tampo/*`` metrics to the
-   step's metrics, which verl's ``Tracking`` logs;
+3. ``_update_actor`` reads verl's advantages, feeds them with the likelihoods and token counts
+   (and, for ``meta_advantage="batch_baseline"``, the trajectory rewards) to ``observe_loglik``
+   (once per step, on the driver) and adds the ``tampo/*`` metrics to the step's metrics, which
+   verl's ``Tracking`` logs;
 4. ``_save_checkpoint`` writes the meta-policy state into the ``global_step_<n>`` folder and
    ``_load_checkpoint`` restores it, so a resumed run continues the temperature sequence.
 
@@ -108,7 +109,14 @@ class TampoRayPPOTrainer(_seam.trainer_base_class()):  # type: ignore[misc]
             raise RuntimeError("no TAMPO likelihoods were captured for this step's batch")
         loglik, advantages, num_tokens = batch_observation(batch, self._tampo_captured)
         self._tampo_captured = None
-        self.meta_policy.observe_loglik(loglik, advantages, num_tokens=num_tokens, sync=False)
+        rewards = (
+            _seam.trajectory_rewards(batch)
+            if self.meta_policy.config.meta_advantage == "batch_baseline"
+            else None
+        )
+        self.meta_policy.observe_loglik(
+            loglik, advantages, num_tokens=num_tokens, sync=False, rewards=rewards
+        )
         actor_output = super()._update_actor(batch)
         metrics = self.meta_policy.metrics(detail=self.tampo_options.detailed_metrics)
         _seam.add_step_metrics(actor_output, metrics)

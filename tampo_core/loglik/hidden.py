@@ -50,19 +50,42 @@ def default_sizes(
     copy for the clamped (CPU) ``ExpSums`` strategy, and, when a low-precision weight is
     upcast for an fp32 GEMM, one fp32 weight row.
     """
+    per_row, column_bytes = _buffer_bytes(device, hidden, dtypes)
+    if rows is None:
+        preferred = CPU_CHUNK_ROWS if device.type == "cpu" else CUDA_CHUNK_ROWS
+        rows = rows_within_budget(preferred, per_row + column_bytes(1) * min(vocab, 1024))
+    preferred_block = CPU_VOCAB_BLOCK if device.type == "cpu" else CUDA_VOCAB_BLOCK
+    block = rows_within_budget(preferred_block, column_bytes(rows), fixed_bytes=rows * per_row)
+    return rows, min(block, vocab)
+
+
+def chunk_bytes(
+    device: torch.device,
+    hidden: int,
+    dtypes: tuple[torch.dtype, torch.dtype],
+    rows: int,
+    block: int,
+) -> int:
+    """Buffer bytes of one (row chunk, vocabulary block) pair, as ``default_sizes`` counts."""
+    per_row, column_bytes = _buffer_bytes(device, hidden, dtypes)
+    return rows * per_row + block * column_bytes(rows)
+
+
+def _buffer_bytes(
+    device: torch.device, hidden: int, dtypes: tuple[torch.dtype, torch.dtype]
+) -> tuple[int, Callable[[int], int]]:
+    """Bytes per chunk row, and per vocabulary column as a function of the chunk's rows."""
     hidden_dtype, weight_dtype = dtypes
     itemsize = torch.empty((), dtype=hidden_dtype).element_size()
     low_precision_mm = _fp32_mm_from_low_precision(device, hidden_dtype, weight_dtype)
     per_row = hidden * (itemsize + (0 if low_precision_mm else 4))
     fp32_columns = 1 if uses_power_sums(device) else 2
-    if rows is None:
-        preferred = CPU_CHUNK_ROWS if device.type == "cpu" else CUDA_CHUNK_ROWS
-        rows = rows_within_budget(preferred, per_row + 4 * fp32_columns * min(vocab, 1024))
-    preferred_block = CPU_VOCAB_BLOCK if device.type == "cpu" else CUDA_VOCAB_BLOCK
     upcast_weight = weight_dtype != torch.float32 and not low_precision_mm
-    per_column = 4 * fp32_columns * rows + (4 * hidden if upcast_weight else 0)
-    block = rows_within_budget(preferred_block, per_column, fixed_bytes=rows * per_row)
-    return rows, min(block, vocab)
+
+    def column_bytes(rows: int) -> int:
+        return 4 * fp32_columns * rows + (4 * hidden if upcast_weight else 0)
+
+    return per_row, column_bytes
 
 
 @torch.no_grad()
@@ -132,7 +155,10 @@ def multi_temperature_loglik_from_hidden(
     block = min(block or default_block, vocab)
     betas = [1.0 / t for t in temps]
     projection = _Projection(lm_head_weight, bias, scale, hidden.dtype)
-    target, shift, log_sums = _chunked_online_stats(hidden, packed, projection, betas, rows, block)
+    buffers = chunk_bytes(hidden.device, width, (hidden.dtype, lm_head_weight.dtype), rows, block)
+    target, shift, log_sums = _chunked_online_stats(
+        hidden, packed, projection, betas, (rows, block, buffers)
+    )
     return finish_mean_loglik(target, shift, log_sums, betas, packed)
 
 
@@ -208,10 +234,12 @@ def _chunked_online_stats(
     packed: PackedTokens,
     projection: _Projection,
     betas: list[float],
-    rows: int,
-    block: int,
+    sizes: tuple[int, int, int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Target logits [N], row max shifts [N] and ``log S_k`` [K, N] (fp32).
+
+    ``sizes``: (rows per chunk, vocabulary block, buffer bytes of one chunk); chunks run on
+    the calling thread or on ``chunk_workers`` CPU threads, each with its own buffers.
 
     The sums come from a vocabulary-blocked online log-sum-exp that shares one running max
     across all K; each target logit is picked from the block that holds it, so it is exactly
@@ -224,9 +252,9 @@ def _chunked_online_stats(
     shift = torch.empty(n, dtype=torch.float32, device=device)
     sums = torch.empty(len(betas), n, dtype=torch.float32, device=device)
     beta = torch.tensor(betas, dtype=torch.float32, device=device).unsqueeze(1)
+    rows, block, buffer_bytes = sizes
     num_chunks = -(-n // rows)
-    chunk_bytes = rows * block * 8 + rows * hidden.shape[2] * 4
-    workers = chunk_workers(device, num_chunks, n * vocab, chunk_bytes)
+    workers = chunk_workers(device, num_chunks, n * vocab, buffer_bytes)
 
     def make_worker() -> Callable[[int], None]:
         # The CUDA bf16/fp16 GEMM allocates its fp32 output itself.

@@ -115,7 +115,8 @@ def _chunked_row_stats(
     sums = torch.empty(len(betas), n, dtype=torch.float32, device=device)
     table = _row_table(logits, packed) if n else None
     num_chunks = -(-n // rows)
-    chunk_bytes = rows * vocab * (4 + (0 if uses_power_sums(device) else 4))
+    fp32_rows = 1 if uses_power_sums(device) else 2  # as in default_chunk_rows
+    chunk_bytes = rows * vocab * (4 * fp32_rows + logits.element_size())
     workers = chunk_workers(device, num_chunks, n * vocab, chunk_bytes)
 
     def make_worker() -> Callable[[int], None]:

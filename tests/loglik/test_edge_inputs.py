@@ -9,6 +9,7 @@ import torch
 
 from tampo_core import TampoConfig, TempMetaPolicy
 from tampo_core.loglik import (
+    budget,
     multi_temperature_loglik,
     multi_temperature_loglik_from_hidden,
     reference_multi_temperature_loglik,
@@ -211,6 +212,9 @@ def test_cpu_chunk_workers_match_the_calling_thread_and_keep_its_thread_count(
     assert workers.chunk_workers(torch.device("cpu"), 120, 120 * 4096, chunk_bytes) == 2
     assert workers.chunk_workers(torch.device("cpu"), 1, 4096, chunk_bytes) == 1
     assert workers.chunk_workers(torch.device("meta"), 120, 120 * 4096, chunk_bytes) == 1
+    # Only as many workers as the chunk budget holds buffers for.
+    over_half = budget.CHUNK_BUDGET_BYTES // 2 + 1
+    assert workers.chunk_workers(torch.device("cpu"), 120, 120 * 4096, over_half) == 1
     threaded = multi_temperature_loglik(logits, tokens, TEMPERATURES, mask, chunk_size=1)
     assert torch.get_num_threads() == 2
     monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 1 << 62)

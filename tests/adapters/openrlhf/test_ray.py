@@ -208,6 +208,10 @@ def _run_trainer(groups, args, options: TampoOptions, engine_seed: int):
     state = ray.get(trainer.tampo_state.remote())
     recorded = ray.get(trainer.__ray_call__.remote(lambda self: vars(self.args.tampo)))
     assert recorded == options.flat(), "the TAMPO options are in OpenRLHF's args (W&B config)"
+    guarded = ray.get(
+        engine.__ray_call__.remote(lambda e: hasattr(e, _seam.ENGINE_GUARD_ATTRIBUTE))
+    )
+    assert guarded, "fit installed the multi-turn temperature guard in the engine actor"
     ray.kill(trainer)
     ray.kill(engine)
     # one generate call per sample: 4 samples for each of the 2 prompts of a step

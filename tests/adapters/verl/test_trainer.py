@@ -142,6 +142,30 @@ def test_resume_continues_the_temperature_sequence(tmp_path, monkeypatch):
     assert resumed.tampo_state()["num_updates"] == STEPS
 
 
+def test_fit_passes_counts_and_rewards_for_the_options_that_need_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_DIR", str(tmp_path / "tb"))
+    tampo = TampoConfig(
+        temperatures=TEMPERATURES, warmup_steps=1, likelihood="sum", meta_advantage="batch_baseline"
+    )
+    trainer = kit.build_trainer(
+        monkeypatch, kit.trainer_config(tmp_path, "grpo"), TampoOptions(config=tampo)
+    )
+    fed = []
+    observe = trainer.meta_policy.observe_loglik
+
+    def recording_observe(loglik, advantages, **kwargs):
+        fed.append(kwargs)
+        return observe(loglik, advantages, **kwargs)
+
+    trainer.meta_policy.observe_loglik = recording_observe
+    trainer.fit()
+    assert trainer.tampo_state()["num_updates"] == STEPS
+    for kwargs in fed:
+        assert kwargs["num_tokens"].shape == (8,) and int(kwargs["num_tokens"].min()) >= 1
+        rewards = kwargs["rewards"]
+        assert rewards.shape == (8,) and 0.0 <= float(rewards.min()) <= float(rewards.max()) <= 1.0
+
+
 def test_trainer_refuses_unsupported_settings(tmp_path, monkeypatch):
     options = TampoOptions(config=TampoConfig(temperatures=TEMPERATURES))
     for extra, reason in (
