@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import contextvars
 import copy
-import importlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import torch
 from packaging.version import Version
 
+from tampo_core.adapters._contract import source_problems
 from tampo_core.adapters._versions import require_version
 
 SUPPORTED_OPENRLHF = ">=0.11.1,<0.12"
@@ -222,29 +222,6 @@ _LAUNCHER_SOURCE_CONTRACT = (
 """(module, qualified name, snippets) for the launcher contract."""
 
 
-def _resolve(module: str, qualname: str) -> Any:
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    return getattr(target, "__ray_actor_class__", target)
-
-
-def _source_problems(contract: Iterable[tuple[str, str, tuple[str, ...]]]) -> list[str]:
-    problems = []
-    for module, qualname, snippets in contract:
-        try:
-            source = inspect.getsource(_resolve(module, qualname))
-        except (AttributeError, ImportError, OSError, TypeError) as error:
-            problems.append(f"{module}.{qualname}: cannot read it ({error})")
-            continue
-        problems.extend(
-            f"{module}.{qualname} no longer contains {snippet!r}"
-            for snippet in snippets
-            if snippet not in source
-        )
-    return problems
-
-
 def _parameter_problems(function: Callable[..., Any], name: str, expected: tuple[str, ...]) -> str:
     got = tuple(inspect.signature(function).parameters)[: len(expected)]
     return "" if got == expected else f"{name}: expected parameters {expected}, got {got}"
@@ -265,7 +242,7 @@ def check_trainer_contract() -> None:
     from openrlhf.trainer.ppo_utils.experience import Experience
 
     base = trainer_base_class()
-    problems = _source_problems(_SOURCE_CONTRACT)
+    problems = source_problems(_SOURCE_CONTRACT)
     problems.append(_parameter_problems(Actor.forward, "Actor.forward", ACTOR_FORWARD_PARAMS))
     problems.append(
         ""
@@ -287,7 +264,7 @@ def check_trainer_contract() -> None:
 def check_launcher_contract() -> None:
     """Raise RuntimeError if ``openrlhf.cli.train_ppo_ray`` no longer builds ``PPOTrainer``
     from ``openrlhf.trainer.ppo_trainer`` at call time (what the launcher swaps)."""
-    _raise_if(_source_problems(_LAUNCHER_SOURCE_CONTRACT), "launcher")
+    _raise_if(source_problems(_LAUNCHER_SOURCE_CONTRACT), "launcher")
 
 
 # --- launcher -------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ it first); ``tests/adapters/verl/test_contract.py`` fails loudly when verl chang
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import os
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from packaging.version import Version
 
+from tampo_core.adapters._contract import resolve, source_problems
 from tampo_core.adapters._versions import require_version
 
 SUPPORTED_VERL_PIN = ">=0.9,<0.10"
@@ -257,34 +257,11 @@ def check_verl_version(version: str | None = None) -> Version:
     return require_version("verl", SUPPORTED_VERL_PIN, "verl", version)
 
 
-def _resolve(module: str, qualname: str) -> Any:
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    return getattr(target, "__ray_actor_class__", target)
-
-
-def _source_problems(contract: Iterable[tuple[str, str, tuple[str, ...]]]) -> list[str]:
-    problems = []
-    for module, qualname, snippets in contract:
-        try:
-            source = inspect.getsource(_resolve(module, qualname))
-        except (AttributeError, ImportError, OSError, TypeError) as error:
-            problems.append(f"{module}.{qualname}: cannot read it ({error})")
-            continue
-        problems.extend(
-            f"{module}.{qualname} no longer contains {snippet!r}"
-            for snippet in snippets
-            if snippet not in source
-        )
-    return problems
-
-
 def _parameter_problems(contract: Iterable[tuple[str, str, tuple[str, ...]]]) -> list[str]:
     problems = []
     for module, qualname, expected in contract:
         try:
-            function = _resolve(module, qualname)
+            function = resolve(module, qualname)
         except (AttributeError, ImportError) as error:
             problems.append(f"{module}.{qualname} is missing ({error})")
             continue
@@ -308,7 +285,7 @@ def check_contract() -> None:
     check_verl_version()
     from verl.workers.config.rollout import AgentLoopConfig
 
-    problems = _source_problems(_SOURCE_CONTRACT) + _parameter_problems(_METHOD_PARAMS)
+    problems = source_problems(_SOURCE_CONTRACT) + _parameter_problems(_METHOD_PARAMS)
     if "agent_loop_manager_class" not in AgentLoopConfig.__dataclass_fields__:
         problems.append("AgentLoopConfig has no agent_loop_manager_class field")
     _raise_if(problems, "trainer side")
@@ -318,7 +295,7 @@ def check_launcher_contract() -> None:
     """Raise RuntimeError if ``main_ppo.main`` no longer runs ``main_ppo_v0.TaskRunner`` (looked
     up at call time) or that no longer builds ``RayPPOTrainer`` (what the launcher swaps)."""
     check_verl_version()
-    _raise_if(_source_problems(_LAUNCHER_SOURCE_CONTRACT), "launcher")
+    _raise_if(source_problems(_LAUNCHER_SOURCE_CONTRACT), "launcher")
 
 
 # --- configuration -------------------------------------------------------------------------
