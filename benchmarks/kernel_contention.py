@@ -3,10 +3,11 @@
     python -m benchmarks.kernel_contention       # V = 151,936, 512 tokens, K = 10, 2 threads
     python -m benchmarks.kernel_contention --vocab 4096 --tokens 64 --repeats 1   # smoke run
 
-Three methods, bf16 and fp32 logits: ``fused`` (the kernel: chunks on worker threads, see
-``tampo_core/loglik/workers.py``), ``fused_regions`` (the same kernel with every chunk run on
-the calling thread, each op its own multi-threaded parallel region: the kernel before the
-worker threads) and ``naive_fp32_loop`` (``log_softmax(z.float() / T)`` per temperature).
+Four methods, bf16 and fp32 logits: ``fused`` (the kernel as shipped: chunks on the calling
+thread until contention is seen, then on worker threads; ``tampo_core/loglik/workers.py``),
+``fused_regions`` (always the calling thread, each op its own multi-threaded parallel region:
+the kernel before this change), ``fused_workers`` (always the worker threads) and
+``naive_fp32_loop`` (``log_softmax(z.float() / T)`` per temperature).
 Each is checked against float64 first, then timed round-robin (median of ``--repeats``), first
 on the machine as it is ("idle"), then beside ``--hogs`` busy-looping processes ("hog").
 
@@ -44,28 +45,28 @@ HOG = "while True:\n    pass\n"
 
 
 @contextlib.contextmanager
-def regions_only() -> Iterator[None]:
-    """Run every chunk on the calling thread (the kernel as it was before the workers)."""
-    saved = workers.MIN_PARALLEL_ELEMENTS
-    workers.MIN_PARALLEL_ELEMENTS = sys.maxsize
+def schedule(name: str) -> Iterator[None]:
+    """Pin the kernel's CPU chunk schedule (``tampo_core.loglik.workers.SCHEDULE``)."""
+    saved = workers.SCHEDULE
+    workers.SCHEDULE = name
     try:
         yield
     finally:
-        workers.MIN_PARALLEL_ELEMENTS = saved
+        workers.SCHEDULE = saved
 
 
-def fused(x: Inputs) -> torch.Tensor:
-    return multi_temperature_loglik(x.logits, x.tokens, x.temps, x.mask).loglik
+def fused_with(name: str) -> Callable[[Inputs], torch.Tensor]:
+    def run(x: Inputs) -> torch.Tensor:
+        with schedule(name):
+            return multi_temperature_loglik(x.logits, x.tokens, x.temps, x.mask).loglik
 
-
-def fused_regions(x: Inputs) -> torch.Tensor:
-    with regions_only():
-        return fused(x)
+    return run
 
 
 METHODS: dict[str, Callable[[Inputs], torch.Tensor]] = {
-    "fused": fused,
-    "fused_regions": fused_regions,
+    "fused": fused_with("auto"),
+    "fused_regions": fused_with("caller"),
+    "fused_workers": fused_with("workers"),
     "naive_fp32_loop": lambda x: naive_fp32_loop(x.logits, x.tokens, x.mask, x.temps),
 }
 
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
             "hogs": args.hogs,
             "cores": cores,
             "min_parallel_elements": workers.MIN_PARALLEL_ELEMENTS,
+            "contended_cpu_share": workers.CONTENDED_CPU_SHARE,
+            "probe_chunks": workers.PROBE_CHUNKS,
         },
         "machine": machine_description(args.threads),
         "phases": "idle: no hog started by this benchmark (other work on the machine shows in "
@@ -223,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{dtype}: naive/fused idle {entry['idle_naive_over_fused']:.2f}x, "
             f"hog {entry['hog_naive_over_fused']:.2f}x; hog/idle: fused "
             f"{entry['fused_hog_over_idle']:.2f}x, fused_regions "
-            f"{entry['fused_regions_hog_over_idle']:.2f}x, naive "
+            f"{entry['fused_regions_hog_over_idle']:.2f}x, fused_workers "
+            f"{entry['fused_workers_hog_over_idle']:.2f}x, naive "
             f"{entry['naive_fp32_loop_hog_over_idle']:.2f}x (fair share {fair:.2f}x)"
         )
     print(f"command: {command}")

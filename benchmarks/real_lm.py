@@ -22,19 +22,22 @@ are 128 x ~80 positions x 49,152), expected 5-10 minutes in total (estimated, no
 
 Getting the model to the GPU machine (it has no package index and takes at most 64 MiB of
 tree per call; files it writes outside the tree stay while it is warm, about 30 s after a
-call). The GGUF (98,362,432 bytes) goes in two halves, with the ``gguf`` wheel, which the
-machine's image lacks (it has torch, transformers, peft, safetensors, accelerate):
+call). The GGUF (98,362,432 bytes) goes in two halves, with two wheels the machine's image
+lacks (``gguf``, and tampo-core itself: the source tree alone does not import as
+``tampo_core.adapters``); the image has torch, transformers, peft, safetensors, accelerate:
 
 1. here: ``python -m benchmarks.real_lm stage`` writes ``.gpu_stage/a/`` (first half) and
-   ``.gpu_stage/b/`` (second half + ``pip download --no-deps gguf==0.19.0`` wheel); add
-   ``/.gpu_stage/`` to ``.git/info/exclude``;
+   ``.gpu_stage/b/`` (second half, ``pip download --no-deps gguf==0.19.0`` and
+   ``pip wheel --no-deps .``); add ``/.gpu_stage/`` to ``.git/info/exclude``;
 2. ``run`` with ``carry=[".gpu_stage/a"]``, command
    ``mkdir -p /tmp/smollm2 && cp .gpu_stage/a/* /tmp/smollm2/``;
 3. at once (while warm), ``run`` with ``carry=[".gpu_stage/b"]``, command
    ``cp .gpu_stage/b/* /tmp/smollm2/ && python3 -m pip install -q --no-index --no-deps
-   --no-build-isolation --target /tmp/site /tmp/smollm2/gguf-*.whl . && export
-   PYTHONPATH=/tmp/site && python3 -m benchmarks.real_lm gpu --gguf-parts /tmp/smollm2
-   --out $OUT/real_lm``; its results (tables, per-run JSON, plots) come back under $OUT.
+   --target /tmp/site /tmp/smollm2/*.whl && R=$PWD && cd /tmp && PYTHONPATH=/tmp/site:$R
+   PYTHONUNBUFFERED=1 python3 -m benchmarks.real_lm gpu --gguf-parts /tmp/smollm2
+   --out /tmp/real_lm && cp /tmp/real_lm/*.md /tmp/real_lm/*.json /tmp/real_lm/*.png $OUT/
+   && tar czf $OUT/runs.tgz -C /tmp/real_lm runs`` (at most 8 files come back: the tables,
+   invocations.json, the three plots and the per-run JSON as one archive).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ import numpy as np
 import torch
 
 from benchmarks import smollm2
+from benchmarks.baselines import EntropyTargetController, StagedSchedule
 from benchmarks.diagnostics import RecordingMetaPolicy
 from benchmarks.methods import check_method, make_temperature_policy
 from benchmarks.suite import RESULTS, machine
@@ -114,7 +118,8 @@ def reward(text: str, answer: int, finished: bool) -> float:
 
 @dataclass(frozen=True)
 class RealLMConfig:
-    """One run; ``lora_rank`` 0 means full fine-tuning."""
+    """One run; ``lora_rank`` 0 means full fine-tuning; ``lr`` None: 2e-4 with LoRA, 1e-5 for
+    full fine-tuning."""
 
     method: str
     seed: int
@@ -122,7 +127,7 @@ class RealLMConfig:
     prompts_per_step: int = 16
     group_size: int = 8
     max_new_tokens: int = 32
-    lr: float = 2e-4
+    lr: float | None = None
     lora_rank: int = 16
     pool_size: int = 600
     eval_size: int = 128
@@ -233,7 +238,8 @@ def run(cfg: RealLMConfig, model_dir: Path | None) -> dict[str, Any]:
     pool = problems(cfg.pool_size, cfg.seed + 1, frozenset(p.question for p in held_out))
     probe = held_out[:4]
     before = _probe_logprobs(model, enc, probe)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    lr = cfg.lr if cfg.lr is not None else 2e-4 if cfg.lora_rank else 1e-5
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     tp = make_temperature_policy(
         cfg.method,
         steps=cfg.steps,
@@ -245,8 +251,8 @@ def run(cfg: RealLMConfig, model_dir: Path | None) -> dict[str, Any]:
         tp = RecordingMetaPolicy(tp)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    log: dict[str, list[Any]] = {k: [] for k in ("temperature", "reward", "truncation")}
-    log["step_seconds"] = []
+    keys = ("temperature", "reward", "truncation", "step_seconds", "entropy", "diversity")
+    log: dict[str, list[Any]] = {k: [] for k in keys}
     for _ in range(cfg.steps):
         t0 = time.perf_counter()
         temperature = tp.sample()
@@ -262,6 +268,10 @@ def run(cfg: RealLMConfig, model_dir: Path | None) -> dict[str, Any]:
         log["temperature"].append(float(temperature))
         log["reward"].append(float(rewards.mean()))
         log["truncation"].append(cut)
+        if isinstance(tp, EntropyTargetController):
+            log["entropy"].append(tp.last_entropy)
+        if isinstance(tp, StagedSchedule):
+            log["diversity"].append(tp.last_diversity)
     if isinstance(tp, RecordingMetaPolicy):
         log.update(tp.record)
     shift = float((_probe_logprobs(model, enc, probe) - before).abs().max())
@@ -269,7 +279,7 @@ def run(cfg: RealLMConfig, model_dir: Path | None) -> dict[str, Any]:
     model.eval()
     final = _evaluate(model, enc, held_out, cfg, own)
     steps = log["step_seconds"]
-    spec = {**dataclasses.asdict(cfg), "task": TASK}
+    spec = {**dataclasses.asdict(cfg), "task": TASK, "lr_effective": lr}
     return {
         "spec": spec,
         "key": json.dumps(spec, sort_keys=True),
@@ -311,19 +321,10 @@ def stage(out: Path) -> None:
     for half, chunk in zip(GGUF_HALVES, (data[:mid], data[mid:]), strict=True):
         (out / half).mkdir(parents=True, exist_ok=True)
         (out / half / f"{smollm2.GGUF_NAME}.part-{half}").write_bytes(chunk)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "gguf==0.19.0",
-            "-d",
-            str(out / "b"),
-        ],
-        check=True,
-    )
+    pip = [sys.executable, "-m", "pip"]
+    b = str(out / "b")
+    subprocess.run([*pip, "download", "--no-deps", "gguf==0.19.0", "-d", b], check=True)
+    subprocess.run([*pip, "wheel", "--no-deps", ".", "-w", b], check=True)
     print(f"staged {len(data)} bytes in {out}/a and {out}/b")
 
 
@@ -355,7 +356,6 @@ def main(argv: list[str] | None = None) -> Path | None:
             "group_size": 4,
             "max_new_tokens": 16,
             "lora_rank": 4,
-            "lr": 1e-3,
             "pool_size": 64,
             "eval_size": 4,
             "eval_samples": 2,
@@ -377,6 +377,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         overrides["steps"] = a.steps
     if a.lora_rank is not None:
         overrides["lora_rank"] = a.lora_rank
+    if a.mode == "smoke" and overrides["lora_rank"]:
+        overrides["lr"] = 1e-3  # two steps must move the LoRA weights visibly
     configs = [RealLMConfig(method=m, seed=s, **overrides) for m in methods for s in range(seeds)]
     todo = [c for c in configs if not c.path(out).exists()]
     smollm2.load(model_dir)  # convert once before any worker starts

@@ -166,6 +166,53 @@ def machine() -> dict[str, Any]:
     }
 
 
+def estimate(
+    specs: list[RunSpec],
+    out_dir: Path,
+    cache: Path | None,
+    workers: int,
+    argv: Sequence[str] | None,
+) -> dict[str, Any]:
+    """Time one TAMPO seed-0 run per testbed (run now if not stored; stored runs keep
+    their measured ``cpu_seconds``) and project the profile: sum over all its runs of their
+    testbed's CPU time, divided by ``workers``, plus the supervised starts still to train.
+    Written to ``<out>/estimate.json``; an estimate, not a measurement of the whole suite."""
+    _init_worker()
+    probes: dict[str, RunSpec] = {}
+    for s in specs:
+        if s.method.startswith("tampo-") and s.seed == 0:
+            probes.setdefault(s.task, s)
+    per_task: dict[str, float] = {}
+    sft_seconds = 0.0
+    for task, spec in probes.items():
+        t0 = time.process_time()
+        _prepare_sft((task, spec.sft, cache))
+        sft_seconds += time.process_time() - t0
+        if spec in pending([spec], out_dir):
+            print(f"estimate: timing {task}/{spec.method}/seed0 ...", flush=True)
+            _run_and_save((spec, out_dir, cache))
+        per_task[task] = json.loads(spec.path(out_dir).read_text())["cpu_seconds"]
+    todo = pending(specs, out_dir)
+    cpu = sum(per_task[s.task] for s in todo if s.task in per_task)
+    result = {
+        "command": shlex.join(["python", "-m", "benchmarks.suite", *(argv or sys.argv[1:])]),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "load_average": list(os.getloadavg()),
+        "machine": machine(),
+        "cpu_seconds_per_run_by_testbed": per_task,
+        "supervised_start_cpu_seconds_this_call": round(sft_seconds, 1),
+        "runs_total": len(specs),
+        "runs_to_do": len(todo),
+        "workers": workers,
+        "projected_wall_minutes_on_idle_cores": round(cpu / max(workers, 1) / 60, 1),
+        "note": "sft runs (evaluation only) are counted at their testbed's RL run time",
+    }
+    path = out_dir / "estimate.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return result
+
+
 def _cpu_seconds() -> float:
     """User + system CPU time of this process and its finished worker processes."""
     own, kids = (
@@ -185,7 +232,11 @@ def _method_arg(name: str) -> str:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="smoke run of a few methods (< 5 min)")
+    mode.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 new testbeds, 2 seeds, 60 steps; decides nothing",
+    )
     mode.add_argument("--smoke", action="store_true", help="tiny end-to-end check (seconds)")
     ap.add_argument(
         "--ablation",
@@ -210,6 +261,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="results directory")
     ap.add_argument("--cache-dir", type=Path, help="SFT checkpoint cache")
     ap.add_argument("--report-only", action="store_true", help="only re-aggregate results")
+    ap.add_argument(
+        "--estimate",
+        action="store_true",
+        help="run one TAMPO seed-0 run per testbed (kept as results), then project the\n"
+        "profile's wall time from their CPU times -> <out>/estimate.json",
+    )
     return ap.parse_args(argv)
 
 
@@ -231,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     if profile != "full" or len(seeds) < MIN_VERDICT_SEEDS:
         banner = SMOKE_BANNER.format(profile=profile, seeds=len(seeds), min_seeds=MIN_VERDICT_SEEDS)
         print(banner, flush=True)
+    if a.estimate:
+        estimate(specs, out_dir, a.cache_dir, a.workers, argv)
+        return {"estimate": out_dir / "estimate.json"}
     if not a.report_only:
         todo = pending(specs, out_dir)
         start, load_at_start = time.time(), list(os.getloadavg())

@@ -165,10 +165,12 @@ def _curve_point(
 
 def run(spec: RunSpec, cache_dir: Path | None = None) -> dict[str, Any]:
     """Train (method ``sft``: no RL, the starting point) and evaluate; returns a
-    JSON-serialisable record."""
+    JSON-serialisable record (``cpu_seconds`` / ``wall_seconds``: training plus evaluation,
+    without loading or training the supervised start)."""
     task: Task = TASKS[spec.task]()
-    torch.manual_seed(spec.seed)
     model = copy.deepcopy(load_or_train(task, spec.sft, cache_dir)).train()
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    torch.manual_seed(spec.seed)
     held_out = eval_problems(task, spec.eval_size)
     curve: list[dict[str, float]] = []
     if spec.method == "sft":
@@ -194,4 +196,6 @@ def run(spec: RunSpec, cache_dir: Path | None = None) -> dict[str, Any]:
         "log": log,
         "temperatures": list(PAPER_TEMPERATURES),
         "median_step_seconds": float(np.median(steps)) if steps else 0.0,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "wall_seconds": time.perf_counter() - wall_start,
     }

@@ -52,6 +52,9 @@ class ExpSums:
         self.ratios = [beta / self.beta_min for beta in self.betas]
         self.ratio_column = torch.tensor(self.ratios, device=device).unsqueeze(1)
         self.work = None if power else torch.empty(max_elements, device=device)
+        # 0-d fp32 factors: a Python float is re-wrapped on every call, which doubles the
+        # dispatch cost of small CPU ops (the same fp32 product either way).
+        self.beta_tensors = [torch.tensor(beta, device=device) for beta in self.betas]
 
     def __call__(self, d: torch.Tensor, out: torch.Tensor) -> None:
         """Write ``S_k`` of each row of ``d`` (fp32 [c, w]) into ``out`` (fp32 [K, c])."""
@@ -63,8 +66,8 @@ class ExpSums:
             return
         assert self.work is not None
         work = self.work[: d.numel()].view_as(d)
-        for k, beta in enumerate(self.betas):
+        for row, beta in zip(out.unbind(0), self.beta_tensors, strict=True):
             torch.mul(d, beta, out=work)
-            work.clamp_(min=EXP_FLOOR)
+            work.clamp_min_(EXP_FLOOR)
             work.exp_()
-            torch.sum(work, dim=1, out=out[k])
+            torch.sum(work, 1, out=row)

@@ -1,25 +1,33 @@
-"""CPU chunk workers: parallelise the kernels across chunks instead of inside each op.
+"""CPU chunk scheduling: on the calling thread, or across worker threads on a busy machine.
 
 On CPU every PyTorch op is its own OpenMP parallel region ending in a barrier. The kernels'
 chunks are small (a few rows, so they stay in cache) and each costs dozens of ops, so one call
-runs thousands of ~0.1 ms regions; when another process preempts one thread, every region
-waits a scheduler time slice (milliseconds) for it, and a busy machine made the kernel 10-60x
-slower. Here each of ``torch.get_num_threads()`` worker threads runs whole chunks with
-single-threaded ops, taking the next chunk from a shared counter: a preempted worker delays
-only its own chunk while the others keep taking work, so contention costs about its fair
-share of the cores (``benchmarks/kernel_contention.py``).
+runs thousands of ~0.1 ms regions. On an idle machine that is the fastest schedule; when
+another process preempts one thread, every region waits a scheduler time slice (milliseconds)
+for it, and a busy machine made the kernel 10-60x slower.
+
+``run_chunks`` therefore starts on the calling thread and watches how much of the wall time
+that thread got on a CPU: with the team running freely it computes or spins at each barrier
+(both CPU time); a preempted team member makes it sleep there. When a few consecutive chunks
+got less than ``CONTENDED_CPU_SHARE`` of the wall time, the remaining chunks (and every call
+for the next ``CONTENDED_SECONDS``) go to ``torch.get_num_threads()`` worker threads that run
+whole chunks with single-threaded ops, each taking the next chunk from a shared counter: a
+preempted worker delays only its own chunk, so contention costs about its fair share of the
+cores (``benchmarks/kernel_contention.py``). Idle, the workers are ~25% slower than the
+calling thread (each op's Python dispatch waits for the GIL), hence not the default.
 
 The workers are Python threads (torch ops release the GIL) whose own intra-op thread count is
 1; that count is thread-local under OpenMP, so the caller's threads keep theirs. Builds with
-another ATen parallel backend (one process-wide pool) run the chunks on the calling thread.
+another ATen parallel backend (one process-wide pool) always run on the calling thread.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -33,6 +41,19 @@ MIN_PARALLEL_ELEMENTS = 1 << 20
 multi-threaded as usual): handing ~a millisecond of work to the workers costs more than it
 saves, and a short call loses little to contention."""
 
+SCHEDULE = "auto"
+"""``"auto"`` (as above), ``"caller"`` (always the calling thread) or ``"workers"`` (always the
+worker threads when more than one is allowed); the benchmark and the tests pin it."""
+
+CONTENDED_CPU_SHARE = 0.8
+"""Below this share of wall time on a CPU, over ``PROBE_CHUNKS`` chunks, the calling thread is
+being held up by preemption (idle it measures ~1: compute plus barrier spinning)."""
+
+PROBE_CHUNKS = 4
+CONTENDED_SECONDS = 2.0
+"""How long calls start on the workers after contention was seen, before probing again."""
+
+_contended_until = 0.0
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 """Pools by (process id, workers): a forked child has none of its parent's threads."""
 _pools_lock = threading.Lock()
@@ -92,24 +113,60 @@ def run_chunks(
 ) -> None:
     """Run ``work(i)`` for every chunk ``i`` in ``range(num_chunks)``.
 
-    ``make_worker()`` is called once per worker thread and returns that worker's ``work``
-    (which owns its scratch buffers); chunks are handed out dynamically, so each ``work``
-    must touch only its chunk's slice of shared outputs. With ``workers == 1`` everything runs
-    on the calling thread.
+    ``make_worker()`` is called once per thread that runs chunks and returns that thread's
+    ``work`` (which owns its scratch buffers); chunks may run in any order, so each ``work``
+    must touch only its chunk's slice of shared outputs. ``workers``: what ``chunk_workers``
+    allows (1: everything on the calling thread).
     """
-    if workers <= 1:
-        work = make_worker()
-        for index in range(num_chunks):
-            work(index)
+    first = 0
+    if workers <= 1 or SCHEDULE == "caller":
+        _run_on_caller(range(num_chunks), make_worker, probe=False)
         return
-    counter = itertools.count()
+    if SCHEDULE == "auto" and time.monotonic() >= _contended_until:
+        first = _run_on_caller(range(num_chunks), make_worker, probe=True)
+    if first < num_chunks:
+        _run_on_workers(range(first, num_chunks), workers, make_worker)
+
+
+def _run_on_caller(
+    chunks: range, make_worker: Callable[[], Callable[[int], None]], probe: bool
+) -> int:
+    """Run ``chunks`` in order on this thread; with ``probe``, stop once contention is seen.
+
+    Returns the first chunk not run (``chunks.stop`` when all ran).
+    """
+    global _contended_until
+    work = make_worker()
+    cpu: deque[float] = deque(maxlen=PROBE_CHUNKS)
+    wall: deque[float] = deque(maxlen=PROBE_CHUNKS)
+    for index in chunks:
+        cpu_start, wall_start = time.thread_time(), time.perf_counter()
+        work(index)
+        if not probe:
+            continue
+        cpu.append(time.thread_time() - cpu_start)
+        wall.append(time.perf_counter() - wall_start)
+        if len(wall) == PROBE_CHUNKS and sum(cpu) < CONTENDED_CPU_SHARE * sum(wall):
+            _contended_until = time.monotonic() + CONTENDED_SECONDS
+            return index + 1
+    return chunks.stop
+
+
+def _run_on_workers(
+    chunks: range, workers: int, make_worker: Callable[[], Callable[[int], None]]
+) -> None:
+    """Run ``chunks`` on ``workers`` pool threads, each taking the next chunk when free."""
+    queue = iter(chunks)
+    lock = threading.Lock()
     stop = threading.Event()
 
     def drain() -> None:
         with torch.no_grad():  # grad mode is per thread too
             work = make_worker()
-            for index in counter:
-                if index >= num_chunks or stop.is_set():
+            while not stop.is_set():
+                with lock:
+                    index = next(queue, None)
+                if index is None:
                     return
                 try:
                     work(index)

@@ -28,7 +28,7 @@ def test_tiny_run_writes_csv_and_json_with_ratios_uptime_and_command(tmp_path: P
         (phase, dtype, method)
         for phase in ("idle", "hog")
         for dtype in ("bf16", "fp32")
-        for method in ("fused", "fused_regions", "naive_fp32_loop")
+        for method in ("fused", "fused_regions", "fused_workers", "naive_fp32_loop")
     }
     assert all(float(r["max_abs_err_vs_fp64"]) < 1e-4 for r in rows)
 

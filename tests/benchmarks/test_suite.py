@@ -74,3 +74,18 @@ def test_help_lists_the_valid_method_names(capsys: pytest.CaptureFixture[str]) -
     text = " ".join(capsys.readouterr().out.split())
     for name in (*suite.MAIN_METHODS, "sft", "cosine-<T0>-<T1>", "e3-anneal"):
         assert name in text
+
+
+def test_estimate_times_one_tampo_run_per_testbed_and_projects_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    paths = suite.main([*args, "--estimate", "--workers", "2"])
+    est = json.loads(paths["estimate"].read_text())
+    assert set(est["cpu_seconds_per_run_by_testbed"]) == {"countdown"}
+    cpu = est["cpu_seconds_per_run_by_testbed"]["countdown"]
+    assert cpu > 0 and est["runs_total"] == len(suite.PROFILES["smoke"]["methods"])
+    assert est["runs_to_do"] == est["runs_total"] - 1  # the timed run is kept as a result
+    assert est["projected_wall_minutes_on_idle_cores"] == pytest.approx(
+        round(cpu * est["runs_to_do"] / 2 / 60, 1)
+    )
+    assert (out / "runs/countdown/tampo-w0/seed0.json").exists()

@@ -3,6 +3,8 @@ float masks, unshifted logits and the CPU chunk workers."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from tampo_core.loglik import (
     reference_multi_temperature_loglik,
     workers,
 )
+from tampo_core.loglik.memory_probe import TensorMemoryProbe
 from tampo_core.validation import MAX_TEMPERATURE, MIN_TEMPERATURE
 
 TEMPERATURES = (0.5, 1.0, 2.0)
@@ -192,32 +195,41 @@ def test_tokens_of_another_length_get_no_shift_hint():
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(monkeypatch):
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
+    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 1)
     yield
     torch.set_num_threads(saved)
 
 
+def test_chunk_workers_are_allowed_only_where_they_can_help(two_threads, monkeypatch):
+    cpu, chunk_bytes = torch.device("cpu"), 4096 * 8
+    assert workers.chunk_workers(cpu, 120, 120 * 4096, chunk_bytes) == 2
+    assert workers.chunk_workers(cpu, 1, 4096, chunk_bytes) == 1
+    assert workers.chunk_workers(torch.device("meta"), 120, 120 * 4096, chunk_bytes) == 1
+    over_half = budget.CHUNK_BUDGET_BYTES // 2 + 1  # the budget holds one chunk's buffers
+    assert workers.chunk_workers(cpu, 120, 120 * 4096, over_half) == 1
+    with TensorMemoryProbe([]):  # a dispatch mode must see every op: caller thread only
+        assert workers.chunk_workers(cpu, 120, 120 * 4096, chunk_bytes) == 1
+    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 1 << 20)
+    assert workers.chunk_workers(cpu, 120, 120 * 4096, chunk_bytes) == 1
+
+
+@pytest.mark.parametrize("schedule", ["workers", "auto"])
 def test_cpu_chunk_workers_match_the_calling_thread_and_keep_its_thread_count(
-    two_threads, monkeypatch
+    two_threads, monkeypatch, schedule
 ):
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(3, 40, 4096, generator=gen).mul_(3).bfloat16()
     tokens = torch.randint(0, 4096, (3, 40), generator=gen)
     mask = torch.rand(3, 40, generator=gen) < 0.8
-    chunk_bytes = 4096 * 8
-    assert workers.chunk_workers(torch.device("cpu"), 120, 120 * 4096, chunk_bytes) == 1
-    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 1)
-    assert workers.chunk_workers(torch.device("cpu"), 120, 120 * 4096, chunk_bytes) == 2
-    assert workers.chunk_workers(torch.device("cpu"), 1, 4096, chunk_bytes) == 1
-    assert workers.chunk_workers(torch.device("meta"), 120, 120 * 4096, chunk_bytes) == 1
-    # Only as many workers as the chunk budget holds buffers for.
-    over_half = budget.CHUNK_BUDGET_BYTES // 2 + 1
-    assert workers.chunk_workers(torch.device("cpu"), 120, 120 * 4096, over_half) == 1
+    monkeypatch.setattr(workers, "SCHEDULE", schedule)
+    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", 2.0)  # auto: always "contended"
+    monkeypatch.setattr(workers, "_contended_until", 0.0)
     threaded = multi_temperature_loglik(logits, tokens, TEMPERATURES, mask, chunk_size=1)
     assert torch.get_num_threads() == 2
-    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 1 << 62)
+    monkeypatch.setattr(workers, "SCHEDULE", "caller")
     serial = multi_temperature_loglik(logits, tokens, TEMPERATURES, mask, chunk_size=1)
     assert torch.equal(threaded.loglik, serial.loglik)
     assert torch.equal(threaded.num_tokens, serial.num_tokens)
@@ -228,19 +240,50 @@ def test_cpu_chunk_workers_match_the_calling_thread_and_keep_its_thread_count(
 def test_cpu_chunk_workers_in_the_hidden_kernel_match_the_calling_thread(two_threads, monkeypatch):
     hidden, weight, tokens = hidden_case(seed=4, batch=3, length=30, width=16, vocab=300)
     hidden.requires_grad_(True)
-    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 1)
+    monkeypatch.setattr(workers, "SCHEDULE", "workers")
     threaded = multi_temperature_loglik_from_hidden(
         hidden, weight, tokens, TEMPERATURES, chunk_size=4, vocab_block=64
     )
     assert not threaded.loglik.requires_grad  # no autograd graph in the worker threads either
-    monkeypatch.setattr(workers, "MIN_PARALLEL_ELEMENTS", 1 << 62)
+    monkeypatch.setattr(workers, "SCHEDULE", "caller")
     serial = multi_temperature_loglik_from_hidden(
         hidden, weight, tokens, TEMPERATURES, chunk_size=4, vocab_block=64
     )
     assert torch.equal(threaded.loglik, serial.loglik)
 
 
-def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_keeps_working(two_threads):
+def _recorder(ran: list[tuple[int, str]]):
+    def make_worker():
+        def work(index: int) -> None:
+            ran.append((index, threading.current_thread().name))
+
+        return work
+
+    return make_worker
+
+
+@pytest.mark.parametrize(("share", "moves"), [(2.0, True), (0.0, False)])
+def test_auto_moves_to_the_workers_after_probe_chunks_of_contention(monkeypatch, share, moves):
+    monkeypatch.setattr(workers, "SCHEDULE", "auto")
+    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", share)
+    monkeypatch.setattr(workers, "_contended_until", 0.0)
+    ran: list[tuple[int, str]] = []
+    workers.run_chunks(40, 2, _recorder(ran))
+    assert sorted(index for index, _ in ran) == list(range(40))
+    caller = threading.current_thread().name
+    on_caller = [index for index, name in ran if name == caller]
+    if moves:
+        assert on_caller == list(range(workers.PROBE_CHUNKS))
+        assert workers._contended_until > 0  # the next calls start on the workers
+        ran.clear()
+        workers.run_chunks(40, 2, _recorder(ran))
+        assert all(name != caller for _, name in ran)
+    else:
+        assert on_caller == list(range(40))
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_keeps_working(monkeypatch):
+    monkeypatch.setattr(workers, "SCHEDULE", "workers")
     done: list[int] = []
 
     def make_worker():
