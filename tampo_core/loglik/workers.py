@@ -13,8 +13,9 @@ got less than ``CONTENDED_CPU_SHARE`` of the wall time, the remaining chunks (an
 for the next ``CONTENDED_SECONDS``) go to ``torch.get_num_threads()`` worker threads that run
 whole chunks with single-threaded ops, each taking the next chunk from a shared counter: a
 preempted worker delays only its own chunk, so contention costs about its fair share of the
-cores (``benchmarks/kernel_contention.py``). Idle, the workers are ~25% slower than the
-calling thread (each op's Python dispatch waits for the GIL), hence not the default.
+cores (``benchmarks/kernel_contention.py``). Idle, the workers are ~30% slower than the
+calling thread (each op's Python dispatch waits for the GIL), hence not the default. The
+probe can miss contention while libgomp spins at a barrier (spinning is CPU time).
 
 The workers are Python threads (torch ops release the GIL) whose own intra-op thread count is
 1; that count is thread-local under OpenMP, so the caller's threads keep theirs. Builds with
@@ -50,7 +51,7 @@ CONTENDED_CPU_SHARE = 0.8
 being held up by preemption (idle it measures ~1: compute plus barrier spinning)."""
 
 PROBE_CHUNKS = 4
-CONTENDED_SECONDS = 2.0
+CONTENDED_SECONDS = 10.0
 """How long calls start on the workers after contention was seen, before probing again."""
 
 _contended_until = 0.0
