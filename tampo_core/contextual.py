@@ -55,6 +55,7 @@ from tampo_core.loglik import TemperatureLoglik, multi_temperature_loglik
 from tampo_core.meta_advantage import batch_meta_advantage, meta_advantage_sums, rewards_for
 from tampo_core.metrics import policy_metrics
 from tampo_core.nucleus import nucleus_sample
+from tampo_core.observed_batch import check_observed_batch
 from tampo_core.sharpness import sparsemax_input
 from tampo_core.stats import ObserveStats
 from tampo_core.validation import (
@@ -62,8 +63,6 @@ from tampo_core.validation import (
     check_float_tensor,
     check_instance,
     check_int,
-    check_loglik,
-    check_num_tokens,
     check_temperature,
     expected,
 )
@@ -263,30 +262,20 @@ class ContextualTempMetaPolicy:
     ) -> np.ndarray:
         """This rank's checked batch as float64 ``[(M + 1) * S]``: the packed
         ``TemperatureAdvantageSums`` (S slots) of the pooled group, then of each bucket."""
-        if isinstance(loglik, TemperatureLoglik):
-            if num_tokens is not None:
-                raise ValueError(
-                    expected("num_tokens", "None when loglik is a TemperatureLoglik", "both")
-                )
-            loglik, num_tokens = loglik
-        loglik_array = check_loglik(loglik, self._config.num_temperatures)
-        num_rows = loglik_array.shape[0]
-        counts = check_num_tokens(num_tokens, num_rows)
-        valid = counts > 0
-        advantages_array = check_advantages(advantages, num_rows)
-        _check_finite_rows(loglik_array, counts, valid)
+        batch = check_observed_batch(loglik, advantages, num_tokens, self._config.num_temperatures)
+        num_rows = batch.loglik.shape[0]
         index = np.asarray(self._bucket_indices("buckets", buckets, num_rows), dtype=np.int64)
         reward_array = rewards_for(self._config, rewards, num_rows)
-        scores = sparsemax_input(loglik_array, None if num_tokens is None else counts, self._config)
+        scores = sparsemax_input(batch.loglik, batch.num_tokens, self._config)
         groups = [np.ones(num_rows, dtype=bool)] + [index == b for b in range(len(self._labels))]
         return np.concatenate(
             [
                 meta_advantage_sums(
                     self._config,
                     scores[rows],
-                    advantages_array[rows],
+                    batch.advantages[rows],
                     None if reward_array is None else reward_array[rows],
-                    valid[rows],
+                    batch.valid[rows],
                 ).pack()
                 for rows in groups
             ]
@@ -481,15 +470,6 @@ class ContextualTempMetaPolicy:
             f"ContextualTempMetaPolicy(buckets={self._labels}, "
             f"updates={self._pooled.num_updates}, min_bucket_updates={self._min_bucket_updates})"
         )
-
-
-def _check_finite_rows(loglik: np.ndarray, counts: np.ndarray, valid: np.ndarray) -> None:
-    """Every row with tokens must have finite likelihoods (as ``TempMetaPolicy`` requires)."""
-    bad = np.flatnonzero(valid & ~np.isfinite(loglik).all(axis=1))
-    if bad.size:
-        row = int(bad[0])
-        rule = f"finite likelihoods for a trajectory with {int(counts[row])} valid token(s)"
-        raise ValueError(expected(f"loglik[{row}]", rule, f"{loglik[row].tolist()}"))
 
 
 def _check_labels(buckets: object) -> tuple[Label, ...]:

@@ -23,6 +23,7 @@ from tampo_core.loglik import TemperatureLoglik, multi_temperature_loglik
 from tampo_core.meta_advantage import batch_meta_advantage, meta_advantage_sums
 from tampo_core.metrics import policy_metrics
 from tampo_core.nucleus import nucleus_sample
+from tampo_core.observed_batch import check_observed_batch
 from tampo_core.protocol import TemperaturePolicy
 from tampo_core.sharpness import sparsemax_input
 from tampo_core.state import dump_state, parse_state
@@ -31,8 +32,6 @@ from tampo_core.validation import (
     check_advantages,
     check_float_tensor,
     check_instance,
-    check_loglik,
-    check_num_tokens,
     expected,
 )
 from tampo_core.warmup import warmup_index
@@ -210,7 +209,7 @@ class TempMetaPolicy(TemperaturePolicy):
                 source_temperature=source_temperature,
                 chunk_size=chunk_size,
             )
-            return self._batch_sums(loglik, advantages, None, rewards, sync)
+            return self._batch_sums(loglik, advantages, None, rewards)
 
         return self._update(batch_sums, sync)
 
@@ -244,9 +243,7 @@ class TempMetaPolicy(TemperaturePolicy):
             ValueError, TypeError: on malformed input or a non-finite likelihood in a row with
                 tokens; the state is unchanged.
         """
-        return self._update(
-            lambda: self._batch_sums(loglik, advantages, num_tokens, rewards, sync), sync
-        )
+        return self._update(lambda: self._batch_sums(loglik, advantages, num_tokens, rewards), sync)
 
     def _batch_sums(
         self,
@@ -254,31 +251,11 @@ class TempMetaPolicy(TemperaturePolicy):
         advantages: torch.Tensor | np.ndarray | list[float],
         num_tokens: torch.Tensor | np.ndarray | list[int] | None,
         rewards: torch.Tensor | np.ndarray | list[float] | None,
-        sync: bool | None,
     ) -> TemperatureAdvantageSums:
         """This rank's batch, every check passed, as additive sums; raises on bad input."""
-        if isinstance(loglik, TemperatureLoglik):
-            if num_tokens is not None:
-                raise ValueError(
-                    "num_tokens: expected None when loglik is a TemperatureLoglik (it carries "
-                    "its own counts), got both"
-                )
-            loglik, num_tokens = loglik
-        loglik_array = check_loglik(loglik, self._config.num_temperatures)
-        counts = check_num_tokens(num_tokens, loglik_array.shape[0])
-        valid = counts > 0
-        advantages_array = check_advantages(advantages, loglik_array.shape[0])
-        bad = np.flatnonzero(valid & ~np.isfinite(loglik_array).all(axis=1))
-        if bad.size:
-            row = int(bad[0])
-            raise ValueError(
-                f"loglik[{row}]: expected finite likelihoods for a trajectory with "
-                f"{int(counts[row])} valid token(s) (NaN/inf logits, or a sampled token whose "
-                f"logit is -inf, make them non-finite), got {loglik_array[row].tolist()} "
-                f"({bad.size} such rows)"
-            )
-        scores = sparsemax_input(loglik_array, None if num_tokens is None else counts, self._config)
-        return meta_advantage_sums(self._config, scores, advantages_array, rewards, valid)
+        batch = check_observed_batch(loglik, advantages, num_tokens, self._config.num_temperatures)
+        scores = sparsemax_input(batch.loglik, batch.num_tokens, self._config)
+        return meta_advantage_sums(self._config, scores, batch.advantages, rewards, batch.valid)
 
     def _update(
         self, batch_sums: Callable[[], TemperatureAdvantageSums], sync: object
