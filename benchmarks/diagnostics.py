@@ -49,6 +49,7 @@ class RecordingMetaPolicy(TemperaturePolicy):
         tokens: torch.Tensor,
         mask: torch.Tensor | None = None,
         source_temperature: float = 1.0,
+        rewards: torch.Tensor | None = None,
     ) -> ObserveStats:
         temps = np.asarray(self.inner.temperatures)
         ll = multi_temperature_loglik(
@@ -58,7 +59,7 @@ class RecordingMetaPolicy(TemperaturePolicy):
             mask=mask,
             source_temperature=source_temperature,
         )
-        stats = self.inner.observe_loglik(ll, advantages)
+        stats = self.inner.observe_loglik(ll, advantages, rewards=rewards)
         valid = (ll.num_tokens > 0).cpu().numpy()
         preferred = np.nan_to_num(ll.loglik.double().cpu().numpy(), nan=-np.inf).argmax(1)
         adv = advantages.detach().double().cpu().numpy()

@@ -10,7 +10,9 @@ Names (``--methods`` accepts exactly these forms):
 - ``uniform``: a uniform draw from the grid every step;
 - ``e3`` / ``e3-anneal``: the E3 entropy-target controller, without / with target annealing;
 - ``tampo-w<N>[-p<top_p>][-a<alpha>]``: TAMPO with an N-step uniform warm-up and the paper's
-  defaults (top_p 0.7, alpha 0.05) unless given.
+  defaults (top_p 0.7, alpha 0.05) unless given;
+- the options beyond the paper (``tampo-sum``, ``tampo-x10``, ...; see
+  ``benchmarks/option_methods.py``), each with the 10-step warm-up of ``tampo-w10``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from benchmarks.baselines import (
     StagedSchedule,
     UniformRandom,
 )
+from benchmarks.option_methods import OPTION_METHODS, BucketedTampo, make_option_policy
 from tampo_core import PAPER_TEMPERATURES, TemperaturePolicy, TempMetaPolicy
+from tampo_core.adaptive_grid import AdaptiveGridTempMetaPolicy
 from tampo_core.validation import expected
 
 METHOD_FORMS = (
     "sft, fixed-<T>, linear-<T0>-<T1>, cosine-<T0>-<T1>, staged, uniform, e3, e3-anneal, "
-    "tampo-w<warm-up steps>[-p<top_p>][-a<alpha>]"
+    "tampo-w<warm-up steps>[-p<top_p>][-a<alpha>], " + ", ".join(OPTION_METHODS)
 )
+OPTION_WARMUP_STEPS = 10
+"""Warm-up of every option method: the same as ``tampo-w10``, the row each is compared with."""
 TAMPO_DEFAULTS: dict[str, float] = {"top_p": 0.7, "ema_alpha": 0.05}
 _NUM = r"(\d+(?:\.\d+)?)"
 _TAMPO = re.compile(rf"tampo-w(\d+)(?:-p{_NUM})?(?:-a{_NUM})?")
@@ -46,7 +52,7 @@ def is_tampo(method: str) -> bool:
 
 def make_temperature_policy(
     method: str, *, steps: int, group_size: int, vocab_size: int, seed: int
-) -> TemperaturePolicy:
+) -> TemperaturePolicy | BucketedTampo | AdaptiveGridTempMetaPolicy:
     """The temperature source named ``method`` for a run of ``steps`` steps (``ValueError`` for
     a name outside :data:`METHOD_FORMS` or with out-of-range values; ``sft`` has none)."""
     lo, hi = min(PAPER_TEMPERATURES), max(PAPER_TEMPERATURES)
@@ -67,6 +73,8 @@ def make_temperature_policy(
             t_max=hi,
             anneal_steps=steps if method == "e3-anneal" else None,
         )
+    if method in OPTION_METHODS:
+        return make_option_policy(method, warmup_steps=OPTION_WARMUP_STEPS, seed=seed)
     if m := _TAMPO.fullmatch(method):
         kw: dict[str, Any] = dict(TAMPO_DEFAULTS)
         if m[2] is not None:

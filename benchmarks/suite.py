@@ -3,6 +3,7 @@
     python -m benchmarks.suite --quick   # smoke run, < 5 min on 2 cores -> results/suite_quick
     python -m benchmarks.suite           # full suite, resumable -> results/suite_fair
     python -m benchmarks.suite --ablation top_p --ablation alpha   # TAMPO ablations on top
+    python -m benchmarks.suite --ablation options --no-main        # options beyond the paper
 
 Method names (--methods): sft, fixed-<T>, linear-<T0>-<T1>, cosine-<T0>-<T1>, staged,
 uniform, e3, e3-anneal, tampo-w<warm-up steps>[-p<top_p>][-a<alpha>]; see benchmarks/methods.py.
@@ -243,7 +244,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         choices=sorted(ABLATIONS),
         default=[],
-        help="add TAMPO variants (top_p: 0/0.5/0.7/0.9, alpha: 0.01/0.05/0.1; warm-up 10)",
+        help="add TAMPO variants (top_p: 0/0.5/0.7/0.9, alpha: 0.01/0.05/0.1; options: the "
+        "options beyond the paper, benchmarks/option_methods.py; all with warm-up 10)",
     )
     ap.add_argument("--no-main", action="store_true", help="run only the ablation methods")
     ap.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: the profile's")

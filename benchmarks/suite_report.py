@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.diagnostics import plot_diagnostics
+from benchmarks.option_methods import OPTION_METHODS
 
 # Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom.
 _T975 = (
@@ -304,7 +305,10 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def _is_ablation(method: str) -> bool:
-    return method.startswith("tampo-") and ("-p" in method or "-a" in method)
+    """TAMPO variants beyond the two main rows: top_p/alpha ablations and the options."""
+    return method in OPTION_METHODS or (
+        method.startswith("tampo-") and ("-p" in method or "-a" in method)
+    )
 
 
 def _style(method: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 from benchmarks.baselines import EntropyTargetController, StagedSchedule
 from benchmarks.diagnostics import RecordingMetaPolicy
 from benchmarks.methods import make_temperature_policy
+from benchmarks.option_methods import OPTION_METHODS, needs_rewards, step_temperature
 from benchmarks.testbeds import TASKS, Problem, ShapedAddition, Task
 from benchmarks.testbeds.evaluation import correct_counts, evaluate, truncated
 from benchmarks.testbeds.sft import SFTConfig, eval_problems, load_or_train, train_pool
@@ -44,6 +45,7 @@ MAIN_METHODS = (
 ABLATIONS = {
     "top_p": ("tampo-w10-p0", "tampo-w10-p0.5", "tampo-w10", "tampo-w10-p0.9"),
     "alpha": ("tampo-w10-a0.01", "tampo-w10", "tampo-w10-a0.1"),
+    "options": ("tampo-w10", *OPTION_METHODS),
 }
 EVAL_TEMPERATURES = (0.6, 1.0)
 OWN_T_FRACTION = 0.1
@@ -103,6 +105,7 @@ def _train(
         vocab_size=task.vocab_size,
         seed=spec.seed,
     )
+    pass_rewards = needs_rewards(tp)
     if isinstance(tp, TempMetaPolicy):
         tp = RecordingMetaPolicy(tp)
     pool = train_pool(task, spec.sft)
@@ -113,8 +116,8 @@ def _train(
         if step % spec.curve_every == 0:
             curve.append(_curve_point(model, task, curve_set, step))
         t0 = time.perf_counter()
-        temperature = tp.sample()
         idx = rng.choice(len(pool), spec.prompts_per_step, replace=False)
+        temperature = step_temperature(tp, idx.tolist(), spec.group_size)
         problems = [pool[i] for i in idx for _ in range(spec.group_size)]
         prompt_ids = task.prompt_ids(problems)
         rollout = sample_completions(
@@ -127,9 +130,19 @@ def _train(
         )
         rewards = task.rewards(problems, rollout.completion_ids, rollout.completion_mask)
         adv = group_advantages(rewards, spec.group_size, "grpo")
-        grpo_update(model, opt, prompt_ids, rollout, adv, temperature, temperature_policy=tp)
+        grpo_update(
+            model,
+            opt,
+            prompt_ids,
+            rollout,
+            adv,
+            temperature,
+            temperature_policy=tp,
+            rewards=rewards if pass_rewards else None,
+        )
         log["step_seconds"].append(time.perf_counter() - t0)
-        log["temperature"].append(float(temperature))
+        mean_t = temperature.mean() if isinstance(temperature, torch.Tensor) else temperature
+        log["temperature"].append(float(mean_t))
         log["reward"].append(float(rewards.mean()))
         cut = truncated(task, rollout.completion_ids, rollout.completion_mask)
         log["truncation"].append(float(cut.float().mean()))

@@ -89,3 +89,19 @@ def test_estimate_times_one_tampo_run_per_testbed_and_projects_the_rest(tmp_path
         round(cpu * est["runs_to_do"] / 2 / 60, 1)
     )
     assert (out / "runs/countdown/tampo-w0/seed0.json").exists()
+
+
+def test_options_ablation_runs_every_option_through_the_suite_loop(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--smoke", "--workers", "1", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    paths = suite.main([*args, "--methods", "fixed-1.2", "--ablation", "options"])
+    want = {"fixed-1.2", *suite.ABLATIONS["options"]}
+    assert {p.parent.name for p in (out / "runs/countdown").glob("*/seed0.json")} == want
+    for method in suite.ABLATIONS["options"]:
+        run = json.loads((out / f"runs/countdown/{method}/seed0.json").read_text())
+        temps = run["log"]["temperature"]
+        assert len(temps) == run["spec"]["steps"] and all(0.29 < t < 2.01 for t in temps), method
+    batchbase = json.loads((out / "runs/countdown/tampo-batchbase/seed0.json").read_text())
+    assert len(batchbase["log"]["support_size"]) == batchbase["spec"]["steps"]
+    md = paths["md"].read_text()
+    assert all(f"| {m} |" in md for m in want)
