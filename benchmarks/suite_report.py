@@ -273,6 +273,108 @@ def markdown(
     return "\n".join(lines)
 
 
+OPTION_REFERENCE = "tampo-w10"
+"""The paper-default TAMPO row every option is paired with (same warm-up, seeds and compute)."""
+OPTION_METRICS = ("pass@1/greedy", "pass@1/T1.0", "pass@16/T1.0")
+
+
+def versus_reference(
+    runs: list[dict[str, Any]], metric: str, methods: Sequence[str], reference: str
+) -> list[dict[str, Any]]:
+    """Per task and method in ``methods``: ``metric`` of the method minus ``reference``,
+    paired by seed, with :func:`paired_verdict` (uncorrected for multiple comparisons)."""
+    by: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
+    for r in runs:
+        by[(r["spec"]["task"], r["spec"]["method"])][r["spec"]["seed"]] = r["final"]
+    out = []
+    for task in sorted({t for t, _ in by}):
+        theirs = by.get((task, reference), {})
+        for method in methods:
+            ours = by.get((task, method), {})
+            seeds = sorted(s for s in set(ours) & set(theirs) if metric in ours[s])
+            if not seeds:
+                continue
+            mean, half, verdict = paired_verdict(
+                [ours[s][metric] - theirs[s][metric] for s in seeds]
+            )
+            out.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "reference": reference,
+                    "metric": metric,
+                    "diff_mean": mean,
+                    "diff_ci95": half,
+                    "n": len(seeds),
+                    "verdict": verdict,
+                }
+            )
+    return out
+
+
+def options_markdown(
+    runs: list[dict[str, Any]], versus: list[dict[str, Any]], options: Sequence[str]
+) -> tuple[str, list[dict[str, Any]]]:
+    """Tables of each option (rows) on each testbed (columns) minus paper-default TAMPO
+    (:data:`OPTION_REFERENCE`) and minus the best fixed T, for each of :data:`OPTION_METRICS`;
+    empty without option runs. Returns the markdown and the paired differences against TAMPO."""
+    present = [m for m in options if any(r["spec"]["method"] == m for r in runs)]
+    if not present:
+        return "", []
+    tasks = sorted({r["spec"]["task"] for r in runs if r["spec"]["method"] in present})
+    paired = [
+        v
+        for metric in OPTION_METRICS
+        for v in versus_reference(runs, metric, present, OPTION_REFERENCE)
+    ]
+    tables = {
+        f"minus paper-default TAMPO ({OPTION_REFERENCE})": paired,
+        "minus the best fixed T (picked after the fact per testbed and metric)": versus,
+    }
+    lines = [
+        "## Options beyond the paper",
+        "",
+        f"Each option is `{OPTION_REFERENCE}` changed in one setting "
+        "(`benchmarks/option_methods.py`); paired by seed, 95% CI, no correction for multiple "
+        f"comparisons; a verdict needs >= {MIN_VERDICT_SEEDS} seeds.",
+        "",
+    ]
+    lines += [
+        "#### Mean sparsemax support size during training (of K = 10; mean over steps, then "
+        "mean ± 95% CI over seeds; not recorded for the bucketed and adaptive-grid rows)",
+        "",
+        "| method | " + " | ".join(tasks) + " |",
+        "|---" * (len(tasks) + 1) + "|",
+    ]
+    for m in (OPTION_REFERENCE, *present):
+        cells = []
+        for t in tasks:
+            sizes = [
+                float(np.mean(r["log"]["support_size"]))
+                for r in runs
+                if r["spec"]["task"] == t
+                and r["spec"]["method"] == m
+                and r["log"].get("support_size")
+            ]
+            cells.append(_fmt(*mean_ci(sizes)) if sizes else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for metric in OPTION_METRICS:
+        for title, entries in tables.items():
+            cell = {(v["task"], v["method"]): v for v in entries if v["metric"] == metric}
+            lines += [
+                f"#### {metric}, {title}",
+                "",
+                "| option | " + " | ".join(tasks) + " |",
+                "|---" * (len(tasks) + 1) + "|",
+            ]
+            for m in present:
+                marks = [_mark(cell[(t, m)]) if (t, m) in cell else "-" for t in tasks]
+                lines.append(f"| {m} | " + " | ".join(marks) + " |")
+            lines.append("")
+    return "\n".join(lines), paired
+
+
 def persistence_markdown(runs: list[dict[str, Any]], order: Sequence[str]) -> str:
     """Per wrong-mode testbed: seed-mean held-out greedy pass@1 on the carry subset (where the
     start policy's likeliest answer is wrong) at each curve step, per method."""
@@ -502,11 +604,19 @@ def write_report(out_dir: Path, order: Sequence[str], banner: str = "") -> dict[
                     " ".join(f"{v:.6f}" for v in r["values"]),
                 ]
             )
-    paths["json"].write_text(json.dumps({"summary": rows, "versus_best_fixed": versus}, indent=1))
+    options_md, versus_tampo = options_markdown(runs, versus, OPTION_METHODS)
+    paths["json"].write_text(
+        json.dumps(
+            {"summary": rows, "versus_best_fixed": versus, "options_versus_tampo": versus_tampo},
+            indent=1,
+        )
+    )
     head = f"**{banner}**\n\n" if banner else ""
     paths["md"].write_text(
         head
         + _provenance(out_dir)
+        + options_md
+        + ("\n" if options_md else "")
         + markdown(rows, versus, metrics)
         + "\n"
         + persistence_markdown(runs, order)

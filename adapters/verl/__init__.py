@@ -1,4 +1,4 @@
-"""TAMPO for verl's Ray PPO/GRPO trainer (``pip install 'tampo-core[verl]'``).
+"""TAMPO for verl's Ray PPO/GRPO trainer (from a checkout: ``pip install ".[verl]"``).
 
 - ``python -m tampo_core.adapters.verl.main tampo.top_p=0.7 <verl Hydra overrides>`` runs
   verl's own ``main_ppo`` with the TAMPO task runner, trainer and workers (``main``);

@@ -6,16 +6,20 @@ runs thousands of ~0.1 ms regions. On an idle machine that is the fastest schedu
 another process preempts one thread, every region waits a scheduler time slice (milliseconds)
 for it, and a busy machine made the kernel 10-60x slower.
 
-``run_chunks`` therefore starts on the calling thread and watches how much of the wall time
-that thread got on a CPU: with the team running freely it computes or spins at each barrier
-(both CPU time); a preempted team member makes it sleep there. When a few consecutive chunks
-got less than ``CONTENDED_CPU_SHARE`` of the wall time, the remaining chunks (and every call
-for the next ``CONTENDED_SECONDS``) go to ``torch.get_num_threads()`` worker threads that run
-whole chunks with single-threaded ops, each taking the next chunk from a shared counter: a
-preempted worker delays only its own chunk, so contention costs about its fair share of the
-cores (``benchmarks/kernel_contention.py``). Idle, the workers are ~30% slower than the
-calling thread (each op's Python dispatch waits for the GIL), hence not the default. The
-probe can miss contention while libgomp spins at a barrier (spinning is CPU time).
+The other schedule runs whole chunks on ``torch.get_num_threads()`` worker threads with
+single-threaded ops, each taking the next chunk from a shared counter: a preempted worker delays
+only its own chunk, so contention costs about its fair share of the cores
+(``benchmarks/kernel_contention.py``). Idle it is ~30% slower than the calling thread (each op's
+Python dispatch waits for the GIL), hence not the default.
+
+``run_chunks`` picks between them by racing: a call that finds no recent decision times
+``RACE_CHUNKS`` chunks on each (after one warm-up chunk per thread), keeps the faster for the
+rest of the call and for every call in the next ``DECISION_SECONDS``. A decision for the
+calling thread still watches how much of the wall time that thread got on a CPU and moves to
+the workers when a few chunks got less than ``CONTENDED_CPU_SHARE``, so contention that starts
+after a race costs at most a few chunks. Timing the schedules against each other, rather than
+only measuring CPU time, also catches the contention that libgomp's spinning barrier hides
+(spinning counts as CPU time).
 
 The workers are Python threads (torch ops release the GIL) whose own intra-op thread count is
 1; that count is thread-local under OpenMP, so the caller's threads keep theirs. Builds with
@@ -25,7 +29,9 @@ another ATen parallel backend (one process-wide pool) always run on the calling 
 from __future__ import annotations
 
 import functools
+import math
 import os
+import statistics
 import threading
 import time
 from collections import deque
@@ -51,10 +57,13 @@ CONTENDED_CPU_SHARE = 0.8
 being held up by preemption (idle it measures ~1: compute plus barrier spinning)."""
 
 PROBE_CHUNKS = 4
-CONTENDED_SECONDS = 10.0
-"""How long calls start on the workers after contention was seen, before probing again."""
+RACE_CHUNKS = 2
+"""Timed chunks per thread in a race, each thread's first (warm-up) chunk not counted."""
+DECISION_SECONDS = 10.0
+"""How long a race's (or the CPU-time probe's) choice of schedule holds before the next race."""
 
-_contended_until = 0.0
+_decision: tuple[str, float] = ("caller", 0.0)
+"""The schedule ``"auto"`` uses and the ``time.monotonic()`` until which it holds."""
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 """Pools by (process id, workers): a forked child has none of its parent's threads."""
 _pools_lock = threading.Lock()
@@ -119,64 +128,132 @@ def run_chunks(
     must touch only its chunk's slice of shared outputs. ``workers``: what ``chunk_workers``
     allows (1: everything on the calling thread).
     """
-    first = 0
+    caller = _Caller(make_worker)
     if workers <= 1 or SCHEDULE == "caller":
-        _run_on_caller(range(num_chunks), make_worker, probe=False)
+        caller.run(range(num_chunks))
         return
-    if SCHEDULE == "auto" and time.monotonic() >= _contended_until:
-        first = _run_on_caller(range(num_chunks), make_worker, probe=True)
-    if first < num_chunks:
-        _run_on_workers(range(first, num_chunks), workers, make_worker)
+    pool = _Workers(workers, make_worker)
+    if SCHEDULE == "workers":
+        pool.run(range(num_chunks))
+        return
+    schedule, until = _decision
+    first = 0
+    if time.monotonic() >= until:
+        first, schedule = _race(num_chunks, caller, pool)
+    if schedule == "caller":
+        first = caller.run(range(first, num_chunks), probe=True)
+    pool.run(range(first, num_chunks))
 
 
-def _run_on_caller(
-    chunks: range, make_worker: Callable[[], Callable[[int], None]], probe: bool
-) -> int:
-    """Run ``chunks`` in order on this thread; with ``probe``, stop once contention is seen.
+def _decide(schedule: str) -> None:
+    global _decision
+    _decision = (schedule, time.monotonic() + DECISION_SECONDS)
 
-    Returns the first chunk not run (``chunks.stop`` when all ran).
+
+def _race(num_chunks: int, caller: _Caller, pool: _Workers) -> tuple[int, str]:
+    """Time ``RACE_CHUNKS`` chunks per thread on the caller, then on the workers; decide.
+
+    Returns the first chunk not run and the faster schedule (per chunk, the caller's mean
+    against the workers' mean divided by their number). A call too short to race a fair
+    sample runs on the calling thread with its CPU-time probe and decides nothing.
     """
-    global _contended_until
-    work = make_worker()
-    cpu: deque[float] = deque(maxlen=PROBE_CHUNKS)
-    wall: deque[float] = deque(maxlen=PROBE_CHUNKS)
-    for index in chunks:
-        cpu_start, wall_start = time.thread_time(), time.perf_counter()
-        work(index)
-        if not probe:
-            continue
-        cpu.append(time.thread_time() - cpu_start)
-        wall.append(time.perf_counter() - wall_start)
-        if len(wall) == PROBE_CHUNKS and sum(cpu) < CONTENDED_CPU_SHARE * sum(wall):
-            _contended_until = time.monotonic() + CONTENDED_SECONDS
-            return index + 1
-    return chunks.stop
+    per_thread = 1 + RACE_CHUNKS
+    workers_end = per_thread * (1 + pool.workers)
+    if num_chunks < 2 * workers_end:
+        return 0, "caller"
+    caller_seconds = caller.timed(range(per_thread))[1:]
+    worker_seconds = pool.timed(range(per_thread, workers_end)) or [math.inf]
+    worker_chunk = statistics.fmean(worker_seconds) / pool.workers
+    schedule = "caller" if statistics.fmean(caller_seconds) <= worker_chunk else "workers"
+    _decide(schedule)
+    return workers_end, schedule
 
 
-def _run_on_workers(
-    chunks: range, workers: int, make_worker: Callable[[], Callable[[int], None]]
-) -> None:
-    """Run ``chunks`` on ``workers`` pool threads, each taking the next chunk when free."""
-    queue = iter(chunks)
-    lock = threading.Lock()
-    stop = threading.Event()
+class _Caller:
+    """The calling thread's ``work``, made on first use."""
 
-    def drain() -> None:
-        with torch.no_grad():  # grad mode is per thread too
-            work = make_worker()
-            while not stop.is_set():
-                with lock:
-                    index = next(queue, None)
-                if index is None:
-                    return
-                try:
-                    work(index)
-                except BaseException:
-                    stop.set()
-                    raise
+    def __init__(self, make_worker: Callable[[], Callable[[int], None]]) -> None:
+        self.make_worker = make_worker
+        self._work: Callable[[int], None] | None = None
 
-    pool = _pool(workers)
-    futures = [pool.submit(drain) for _ in range(workers)]
-    wait(futures)  # every worker is done with the outputs before any error propagates
-    for future in futures:
-        future.result()
+    def work(self) -> Callable[[int], None]:
+        if self._work is None:
+            self._work = self.make_worker()
+        return self._work
+
+    def timed(self, chunks: range) -> list[float]:
+        """Run ``chunks`` in order; the wall seconds of each."""
+        work, seconds = self.work(), []
+        for index in chunks:
+            start = time.perf_counter()
+            work(index)
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    def run(self, chunks: range, probe: bool = False) -> int:
+        """Run ``chunks`` in order; with ``probe``, stop once contention is seen (and decide
+        for the workers). Returns the first chunk not run (``chunks.stop`` when all ran)."""
+        work = self.work()
+        cpu: deque[float] = deque(maxlen=PROBE_CHUNKS)
+        wall: deque[float] = deque(maxlen=PROBE_CHUNKS)
+        for index in chunks:
+            cpu_start, wall_start = time.thread_time(), time.perf_counter()
+            work(index)
+            if not probe:
+                continue
+            cpu.append(time.thread_time() - cpu_start)
+            wall.append(time.perf_counter() - wall_start)
+            if len(wall) == PROBE_CHUNKS and sum(cpu) < CONTENDED_CPU_SHARE * sum(wall):
+                _decide("workers")
+                return index + 1
+        return chunks.stop
+
+
+class _Workers:
+    """``workers`` pool threads for one call, each with its own ``work``, made on first use."""
+
+    def __init__(self, workers: int, make_worker: Callable[[], Callable[[int], None]]) -> None:
+        self.workers = workers
+        self.make_worker = make_worker
+        self._works: dict[int, Callable[[int], None]] = {}
+
+    def run(self, chunks: range) -> None:
+        """Run ``chunks``, each worker taking the next chunk when free."""
+        self._drain(chunks, warmup=0)
+
+    def timed(self, chunks: range) -> list[float]:
+        """Run ``chunks``; the wall seconds of every chunk but each worker's first."""
+        return self._drain(chunks, warmup=1)
+
+    def _drain(self, chunks: range, warmup: int) -> list[float]:
+        queue = iter(chunks)
+        lock = threading.Lock()
+        stop = threading.Event()
+        seconds: list[float] = []
+
+        def drain() -> None:
+            with torch.no_grad():  # grad mode is per thread too
+                ident = threading.get_ident()
+                work = self._works.get(ident) or self._works.setdefault(ident, self.make_worker())
+                done = 0
+                while not stop.is_set():
+                    with lock:
+                        index = next(queue, None)
+                    if index is None:
+                        return
+                    start = time.perf_counter()
+                    try:
+                        work(index)
+                    except BaseException:
+                        stop.set()
+                        raise
+                    if done >= warmup:
+                        seconds.append(time.perf_counter() - start)
+                    done += 1
+
+        pool = _pool(self.workers)
+        futures = [pool.submit(drain) for _ in range(self.workers)]
+        wait(futures)  # every worker is done with the outputs before any error propagates
+        for future in futures:
+            future.result()
+        return seconds

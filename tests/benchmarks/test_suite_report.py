@@ -14,6 +14,7 @@ from benchmarks.suite_report import (
     MIN_VERDICT_SEEDS,
     markdown,
     metric_keys,
+    options_markdown,
     paired_verdict,
     persistence_markdown,
     summarise,
@@ -81,6 +82,30 @@ def test_best_fixed_is_picked_per_evaluation_setting_and_paired_by_seed() -> Non
     md = markdown(rows, versus_best_fixed(runs, keys), keys)
     assert "#### t: greedy decoding (headline)" in md and "#### t: sampled at T = 1.0" in md
     assert "**worse**" in md
+
+
+def test_options_are_paired_with_paper_tampo_and_the_best_fixed_t_per_testbed() -> None:
+    runs = []
+    for seed in range(5):
+        for task in ("a", "b"):
+            runs.append(_run(task, "fixed-0.6", seed, {"pass@1/greedy": 0.8}, [0.6]))
+            runs.append(_run(task, "tampo-w10", seed, {"pass@1/greedy": 0.7 + 0.01 * seed}, [1.0]))
+        runs.append(_run("a", "tampo-sum", seed, {"pass@1/greedy": 0.75 + 0.01 * seed}, [1.0]))
+        runs.append(_run("b", "tampo-sum", seed, {"pass@1/greedy": 0.7 + 0.02 * seed}, [1.0]))
+    for r in runs:
+        if r["spec"]["method"] == "tampo-sum" and r["spec"]["task"] == "a":
+            r["log"]["support_size"] = [3.0, 5.0]
+    versus = versus_best_fixed(runs, ["pass@1/greedy"])
+    md, paired = options_markdown(runs, versus, ["tampo-sum", "tampo-x10"])
+    assert "| tampo-w10 | - | - |" in md and "| tampo-sum | 4.000 ± 0.000 | - |" in md
+    by_task = {v["task"]: v for v in paired if v["metric"] == "pass@1/greedy"}
+    assert by_task["a"]["diff_mean"] == pytest.approx(0.05)
+    assert by_task["a"]["verdict"] == "no significant difference (zero-width CI)"
+    assert by_task["b"]["diff_mean"] == pytest.approx(0.02) and by_task["b"]["verdict"] == "better"
+    assert "| option | a | b |" in md and "tampo-x10" not in md  # no runs: no row
+    assert "#### pass@1/greedy, minus paper-default TAMPO (tampo-w10)" in md
+    assert "| tampo-sum | -0.030 " in md  # minus fixed-0.6 on a: 0.77 - 0.8
+    assert options_markdown(runs, versus, ["tampo-x10"]) == ("", [])
 
 
 def test_own_temperature_is_the_mean_of_the_last_tenth_of_steps() -> None:

@@ -4,6 +4,7 @@ float masks, unshifted logits and the CPU chunk workers."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -226,7 +227,7 @@ def test_cpu_chunk_workers_match_the_calling_thread_and_keep_its_thread_count(
     mask = torch.rand(3, 40, generator=gen) < 0.8
     monkeypatch.setattr(workers, "SCHEDULE", schedule)
     monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", 2.0)  # auto: always "contended"
-    monkeypatch.setattr(workers, "_contended_until", 0.0)
+    monkeypatch.setattr(workers, "_decision", ("caller", 0.0))  # auto: race, then a schedule
     threaded = multi_temperature_loglik(logits, tokens, TEMPERATURES, mask, chunk_size=1)
     assert torch.get_num_threads() == 2
     monkeypatch.setattr(workers, "SCHEDULE", "caller")
@@ -252,34 +253,72 @@ def test_cpu_chunk_workers_in_the_hidden_kernel_match_the_calling_thread(two_thr
     assert torch.equal(threaded.loglik, serial.loglik)
 
 
-def _recorder(ran: list[tuple[int, str]]):
+def _recorder(ran: list[tuple[int, str]], slow_on: str | None = None):
+    """``work`` records (chunk, thread name); it sleeps 5 ms per chunk on the ``slow_on`` side
+    (``"caller"`` or ``"workers"``), which stands in for contention there."""
+    caller = threading.current_thread().name
+
     def make_worker():
         def work(index: int) -> None:
-            ran.append((index, threading.current_thread().name))
+            name = threading.current_thread().name
+            if slow_on == ("caller" if name == caller else "workers"):
+                time.sleep(0.005)
+            ran.append((index, name))
 
         return work
 
     return make_worker
 
 
-@pytest.mark.parametrize(("share", "moves"), [(2.0, True), (0.0, False)])
-def test_auto_moves_to_the_workers_after_probe_chunks_of_contention(monkeypatch, share, moves):
+def _on_caller(ran: list[tuple[int, str]]) -> list[int]:
+    return sorted(index for index, name in ran if name == threading.current_thread().name)
+
+
+@pytest.fixture
+def auto(monkeypatch):
     monkeypatch.setattr(workers, "SCHEDULE", "auto")
-    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", share)
-    monkeypatch.setattr(workers, "_contended_until", 0.0)
+    monkeypatch.setattr(workers, "_decision", ("caller", 0.0))
+    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", 0.0)  # the CPU-time probe never fires
+
+
+def test_a_race_keeps_the_workers_when_the_calling_thread_is_slower(auto):
+    ran: list[tuple[int, str]] = []
+    workers.run_chunks(40, 2, _recorder(ran, slow_on="caller"))
+    assert sorted(index for index, _ in ran) == list(range(40))
+    per_thread = 1 + workers.RACE_CHUNKS
+    assert _on_caller(ran) == list(range(per_thread))  # the race's share, then the workers
+    assert workers._decision[0] == "workers" and workers._decision[1] > time.monotonic()
+    ran.clear()
+    workers.run_chunks(40, 2, _recorder(ran, slow_on="caller"))  # decided: no race
+    assert _on_caller(ran) == [] and sorted(i for i, _ in ran) == list(range(40))
+
+
+def test_a_race_keeps_the_calling_thread_when_the_workers_are_slower(auto):
+    ran: list[tuple[int, str]] = []
+    workers.run_chunks(40, 2, _recorder(ran, slow_on="workers"))
+    per_thread = 1 + workers.RACE_CHUNKS
+    raced = range(per_thread, per_thread * 3)
+    assert _on_caller(ran) == [i for i in range(40) if i not in raced]
+    assert workers._decision[0] == "caller"
+    ran.clear()
+    workers.run_chunks(40, 2, _recorder(ran, slow_on="workers"))
+    assert _on_caller(ran) == list(range(40))
+
+
+def test_a_call_too_short_to_race_runs_on_the_calling_thread_and_decides_nothing(auto):
+    ran: list[tuple[int, str]] = []
+    short = 2 * (1 + workers.RACE_CHUNKS) * 3 - 1
+    workers.run_chunks(short, 2, _recorder(ran, slow_on="caller"))
+    assert _on_caller(ran) == list(range(short)) and workers._decision == ("caller", 0.0)
+
+
+def test_the_cpu_time_probe_moves_a_caller_decision_to_the_workers(auto, monkeypatch):
+    monkeypatch.setattr(workers, "_decision", ("caller", time.monotonic() + 60))
+    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", 2.0)  # every window looks contended
     ran: list[tuple[int, str]] = []
     workers.run_chunks(40, 2, _recorder(ran))
-    assert sorted(index for index, _ in ran) == list(range(40))
-    caller = threading.current_thread().name
-    on_caller = [index for index, name in ran if name == caller]
-    if moves:
-        assert on_caller == list(range(workers.PROBE_CHUNKS))
-        assert workers._contended_until > 0  # the next calls start on the workers
-        ran.clear()
-        workers.run_chunks(40, 2, _recorder(ran))
-        assert all(name != caller for _, name in ran)
-    else:
-        assert on_caller == list(range(40))
+    assert _on_caller(ran) == list(range(workers.PROBE_CHUNKS))
+    assert workers._decision[0] == "workers"
 
 
 def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_keeps_working(monkeypatch):
