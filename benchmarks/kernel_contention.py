@@ -3,9 +3,10 @@
     python -m benchmarks.kernel_contention       # V = 151,936, 512 tokens, K = 10, 2 threads
     python -m benchmarks.kernel_contention --vocab 4096 --tokens 64 --repeats 1   # smoke run
 
-Four methods, bf16 and fp32 logits: ``fused`` (the kernel as shipped: a race of a few chunks
-on the calling thread against the worker threads picks the schedule; here every call starts
-without a decision, so every call pays a race, the worst case; ``tampo_core/loglik/workers.py``),
+Four methods, bf16 and fp32 logits: ``fused`` (the kernel as shipped: on the calling thread
+until a window of chunks loses time to preemption, then on worker threads for as long as that
+lasts; ``tampo_core/loglik/workers.py``; its decision carries from call to call, so the first
+``fused`` call of each phase, printed in round 1, is the one that switches),
 ``fused_regions`` (always the calling thread, each op its own multi-threaded parallel region:
 the kernel before this change), ``fused_workers`` (always the worker threads) and
 ``naive_fp32_loop`` (``log_softmax(z.float() / T)`` per temperature).
@@ -37,7 +38,7 @@ import torch
 
 from benchmarks.kernel_baselines import naive_fp32_loop
 from benchmarks.kernel_cpu import Inputs, float64_reference, machine_description, make_inputs
-from tampo_core.loglik import workers
+from tampo_core.loglik import contention, workers
 from tampo_core.loglik.logits import multi_temperature_loglik
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,7 +59,6 @@ def schedule(name: str) -> Iterator[None]:
 
 def fused_with(name: str) -> Callable[[Inputs], torch.Tensor]:
     def run(x: Inputs) -> torch.Tensor:
-        workers._decision = ("caller", 0.0)  # no earlier decision: "auto" races every call
         with schedule(name):
             return multi_temperature_loglik(x.logits, x.tokens, x.temps, x.mask).loglik
 
@@ -199,10 +199,9 @@ def main(argv: list[str] | None = None) -> None:
             "hogs": args.hogs,
             "cores": cores,
             "min_parallel_elements": workers.MIN_PARALLEL_ELEMENTS,
-            "contended_cpu_share": workers.CONTENDED_CPU_SHARE,
-            "probe_chunks": workers.PROBE_CHUNKS,
-            "race_chunks": workers.RACE_CHUNKS,
-            "decision_seconds": workers.DECISION_SECONDS,
+            "lost_share": contention.LOST_SHARE,
+            "check_chunks": workers.CHECK_CHUNKS,
+            "process_wide_counters": contention.process_wide(),
         },
         "machine": machine_description(args.threads),
         "phases": "idle: no hog started by this benchmark (other work on the machine shows in "

@@ -3,6 +3,8 @@ float masks, unshifted logits and the CPU chunk workers."""
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
 import time
 
@@ -13,6 +15,7 @@ import torch
 from tampo_core import TampoConfig, TempMetaPolicy
 from tampo_core.loglik import (
     budget,
+    contention,
     multi_temperature_loglik,
     multi_temperature_loglik_from_hidden,
     reference_multi_temperature_loglik,
@@ -226,8 +229,8 @@ def test_cpu_chunk_workers_match_the_calling_thread_and_keep_its_thread_count(
     tokens = torch.randint(0, 4096, (3, 40), generator=gen)
     mask = torch.rand(3, 40, generator=gen) < 0.8
     monkeypatch.setattr(workers, "SCHEDULE", schedule)
-    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", 2.0)  # auto: always "contended"
-    monkeypatch.setattr(workers, "_decision", ("caller", 0.0))  # auto: race, then a schedule
+    monkeypatch.setattr(workers, "_decision", ("caller", 0.0))
+    monkeypatch.setattr(contention, "LOST_SHARE", -1.0)  # auto: every window is "contended"
     threaded = multi_temperature_loglik(logits, tokens, TEMPERATURES, mask, chunk_size=1)
     assert torch.get_num_threads() == 2
     monkeypatch.setattr(workers, "SCHEDULE", "caller")
@@ -253,17 +256,10 @@ def test_cpu_chunk_workers_in_the_hidden_kernel_match_the_calling_thread(two_thr
     assert torch.equal(threaded.loglik, serial.loglik)
 
 
-def _recorder(ran: list[tuple[int, str]], slow_on: str | None = None):
-    """``work`` records (chunk, thread name); it sleeps 5 ms per chunk on the ``slow_on`` side
-    (``"caller"`` or ``"workers"``), which stands in for contention there."""
-    caller = threading.current_thread().name
-
+def _recorder(ran: list[tuple[int, str]]):
     def make_worker():
         def work(index: int) -> None:
-            name = threading.current_thread().name
-            if slow_on == ("caller" if name == caller else "workers"):
-                time.sleep(0.005)
-            ran.append((index, name))
+            ran.append((index, threading.current_thread().name))
 
         return work
 
@@ -274,51 +270,77 @@ def _on_caller(ran: list[tuple[int, str]]) -> list[int]:
     return sorted(index for index, name in ran if name == threading.current_thread().name)
 
 
+class _Loss:
+    """Stands in for ``contention.LostTime``: ``contended()`` answers from ``self.answers``."""
+
+    def __init__(self, answers: list[bool], process_wide: bool = True) -> None:
+        self.answers, self.process_wide = answers, process_wide
+
+    def restart(self) -> None:
+        pass
+
+    def contended(self) -> bool:
+        return self.answers.pop(0) if self.answers else False
+
+
 @pytest.fixture
 def auto(monkeypatch):
     monkeypatch.setattr(workers, "SCHEDULE", "auto")
     monkeypatch.setattr(workers, "_decision", ("caller", 0.0))
-    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", 0.0)  # the CPU-time probe never fires
+
+    def losses(*answers: bool, process_wide: bool = True) -> None:
+        monkeypatch.setattr(workers, "LostTime", lambda: _Loss(list(answers), process_wide))
+
+    return losses
 
 
-def test_a_race_keeps_the_workers_when_the_calling_thread_is_slower(auto):
+def test_auto_moves_to_the_workers_after_a_contended_window_and_back_when_it_ends(auto):
+    auto(False, True, True)  # window 1 fine, window 2 contended; the workers' part contended
     ran: list[tuple[int, str]] = []
-    workers.run_chunks(40, 2, _recorder(ran, slow_on="caller"))
+    workers.run_chunks(40, 2, _recorder(ran))
     assert sorted(index for index, _ in ran) == list(range(40))
-    per_thread = 1 + workers.RACE_CHUNKS
-    assert _on_caller(ran) == list(range(per_thread))  # the race's share, then the workers
-    assert workers._decision[0] == "workers" and workers._decision[1] > time.monotonic()
+    assert _on_caller(ran) == list(range(2 * workers.CHECK_CHUNKS))
+    assert workers._decision == ("workers", math.inf)
+    auto(True)  # still contended: the workers keep the next call
     ran.clear()
-    workers.run_chunks(40, 2, _recorder(ran, slow_on="caller"))  # decided: no race
-    assert _on_caller(ran) == [] and sorted(i for i, _ in ran) == list(range(40))
-
-
-def test_a_race_keeps_the_calling_thread_when_the_workers_are_slower(auto):
-    ran: list[tuple[int, str]] = []
-    workers.run_chunks(40, 2, _recorder(ran, slow_on="workers"))
-    per_thread = 1 + workers.RACE_CHUNKS
-    raced = range(per_thread, per_thread * 3)
-    assert _on_caller(ran) == [i for i in range(40) if i not in raced]
+    workers.run_chunks(40, 2, _recorder(ran))
+    assert _on_caller(ran) == [] and workers._decision[0] == "workers"
+    auto(False)  # a quiet call on the workers hands the next one back
+    workers.run_chunks(40, 2, _recorder(ran))
     assert workers._decision[0] == "caller"
     ran.clear()
-    workers.run_chunks(40, 2, _recorder(ran, slow_on="workers"))
+    workers.run_chunks(40, 2, _recorder(ran))
     assert _on_caller(ran) == list(range(40))
 
 
-def test_a_call_too_short_to_race_runs_on_the_calling_thread_and_decides_nothing(auto):
-    ran: list[tuple[int, str]] = []
-    short = 2 * (1 + workers.RACE_CHUNKS) * 3 - 1
-    workers.run_chunks(short, 2, _recorder(ran, slow_on="caller"))
-    assert _on_caller(ran) == list(range(short)) and workers._decision == ("caller", 0.0)
-
-
-def test_the_cpu_time_probe_moves_a_caller_decision_to_the_workers(auto, monkeypatch):
-    monkeypatch.setattr(workers, "_decision", ("caller", time.monotonic() + 60))
-    monkeypatch.setattr(workers, "CONTENDED_CPU_SHARE", 2.0)  # every window looks contended
+def test_auto_stays_on_the_calling_thread_while_no_window_is_contended(auto):
+    auto()
     ran: list[tuple[int, str]] = []
     workers.run_chunks(40, 2, _recorder(ran))
-    assert _on_caller(ran) == list(range(workers.PROBE_CHUNKS))
-    assert workers._decision[0] == "workers"
+    assert _on_caller(ran) == list(range(40)) and workers._decision[0] == "caller"
+
+
+def test_without_process_wide_counters_the_workers_keep_a_timed_window(auto, monkeypatch):
+    auto(True, process_wide=False)
+    ran: list[tuple[int, str]] = []
+    workers.run_chunks(40, 2, _recorder(ran))
+    assert _on_caller(ran) == list(range(workers.CHECK_CHUNKS))
+    schedule, until = workers._decision
+    assert schedule == "workers" and 0 < until - time.monotonic() <= workers.DECISION_SECONDS
+    monkeypatch.setattr(workers, "_decision", ("workers", time.monotonic() - 1))  # expired
+    ran.clear()
+    auto(process_wide=False)
+    workers.run_chunks(40, 2, _recorder(ran))
+    assert _on_caller(ran) == list(range(40))
+
+
+def test_lost_time_reads_run_queue_waits_and_sees_a_busy_thread_lose_nothing() -> None:
+    lost = contention.LostTime()
+    assert lost.process_wide == (sys.platform == "linux")
+    deadline = time.perf_counter() + 0.05
+    while time.perf_counter() < deadline:
+        pass
+    assert 0.0 <= lost.share() < 1.0
 
 
 def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_keeps_working(monkeypatch):
