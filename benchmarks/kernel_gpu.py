@@ -39,8 +39,8 @@ from benchmarks.kernel_baselines import (
     linear_cross_entropy_available,
     linear_cross_entropy_loop,
 )
+from benchmarks.kernel_candidates import compiled_chunk_stats_loglik, sdpa_lse_loglik
 from tampo_core.loglik import budget
-from tampo_core.loglik.exp_sums import ExpSums
 from tampo_core.loglik.hidden import default_sizes, multi_temperature_loglik_from_hidden
 from tampo_core.loglik.logits import (
     _chunked_row_stats,
@@ -55,6 +55,8 @@ TEMPERATURE_SETS = {1: (1.0,), 4: (0.6, 0.9, 1.2, 1.5), 10: GRID}
 LOGIT_STD = 3.0
 GRAPH_METHOD = "fused_row_loop_cuda_graph"  # the chunk loop alone, captured; no packing/finish
 STRATEGY_METHOD = "fused_row_loop"  # the chunk loop alone, eager, per exp-sum strategy
+CANDIDATE_TOLERANCE = 1e-5  # a candidate path may replace the default only within this
+CANDIDATES = ("sdpa_lse", "compiled_chunks")  # benchmarks/kernel_candidates.py
 ACCURATE_SINGLE_T = ("naive_fp32_loop", "gather_logsumexp_loop", "selective_log_softmax_loop")
 TOLERANCE = {  # max |error| vs float64 per sequence mean; beyond it the run aborts
     "fused": 2e-5,
@@ -94,6 +96,8 @@ class Profile:
     ks: tuple[int, ...]
     chunk_sweep: tuple[int, ...]
     graph_chunks: tuple[int, ...]
+    sdpa_chunks: tuple[int, ...]
+    compile_chunks: tuple[int, ...]
     hidden_variants: tuple[tuple[int, int], ...]
     check_rows: int
 
@@ -106,7 +110,9 @@ FULL = Profile(
     hidden_sizes=(4096, 16_384),
     ks=(1, 4, 10),
     chunk_sweep=(16, 32, 64, 128, 256, 512, 1024),
-    graph_chunks=(16, 32, 64),
+    graph_chunks=(16, 32, 64, 256, 1024),
+    sdpa_chunks=(8, 32, 128),
+    compile_chunks=(64, 256, 1024),
     hidden_variants=((512, 8192), (1024, 32_768), (2048, 16_384)),
     check_rows=64,
 )
@@ -119,6 +125,8 @@ TINY = Profile(
     ks=(1, 4),
     chunk_sweep=(16, 64),
     graph_chunks=(16,),
+    sdpa_chunks=(8,),
+    compile_chunks=(64,),
     hidden_variants=((32, 128),),
     check_rows=16,
 )
@@ -248,18 +256,47 @@ def logits_methods(profile: Profile) -> dict[str, Callable[..., torch.Tensor]]:
     return methods
 
 
-def check_correctness(profile: Profile, device: torch.device, logits: torch.Tensor) -> dict:
-    """Max |err| vs float64 for every method x dtype on a slice; raises SystemExit on failure."""
+def candidate_methods(profile: Profile, compile_: bool) -> dict[str, Callable[..., torch.Tensor]]:
+    """Name -> fn(logits, tokens, mask, temps) for the candidate paths' correctness check."""
+    methods: dict[str, Callable[..., torch.Tensor]] = {
+        "sdpa_lse": lambda z, o, m, t: (
+            sdpa_lse_loglik(z, o, t, m, chunk_size=min(profile.sdpa_chunks)).loglik
+        )
+    }
+    if compile_:
+        methods["compiled_chunks"] = lambda z, o, m, t: (
+            compiled_chunk_stats_loglik(z, o, t, m, chunk_size=min(profile.compile_chunks)).loglik
+        )
+    return methods
+
+
+def check_correctness(
+    profile: Profile, device: torch.device, logits: torch.Tensor, compile_: bool = False
+) -> dict:
+    """Max |err| vs float64 for every method x dtype on a slice; raises SystemExit on failure.
+
+    The candidate paths are recorded (``candidates``: error and whether it is within
+    ``CANDIDATE_TOLERANCE``) without ending the run: their accuracy is one of the questions."""
     rows = profile.check_rows
     temps = GRID
     gen = torch.Generator(device=device).manual_seed(1)
     tokens = torch.randint(0, profile.vocab, (1, rows), device=device, generator=gen)
     mask = torch.ones(1, rows, dtype=torch.bool, device=device)
     errors: dict[str, float] = {}
+    candidates: dict[str, dict] = {}
     failures = []
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         z = logits[:, :rows].to(dtype)
         want = reference_multi_temperature_loglik(z, tokens, temps, mask)
+        for name, fn in candidate_methods(profile, compile_).items():
+            key = f"{name}/{str(dtype).removeprefix('torch.')}"
+            try:
+                err = (fn(z, tokens, mask, temps).double() - want).abs().max().item()
+                candidates[key] = {"max_abs_err": err, "exact": err <= CANDIDATE_TOLERANCE}
+            except Exception as error:  # a candidate's failure is a result, not the end
+                traceback.print_exc()
+                candidates[key] = {"error": f"{type(error).__name__}: {error}"[:300]}
+            print(f"  candidate {key:38s} {candidates[key]}", flush=True)
         for name, fn in logits_methods(profile).items():
             err = (fn(z, tokens, mask, temps).double() - want).abs().max().item()
             errors[f"{name}/{str(dtype).removeprefix('torch.')}"] = err
@@ -286,7 +323,7 @@ def check_correctness(profile: Profile, device: torch.device, logits: torch.Tens
             failures.append(f"{name}: {err:.3g} > {TOLERANCE[name]}")
     for key, err in errors.items():
         print(f"  correctness {key:40s} max|err| vs fp64 = {err:.2e}", flush=True)
-    return {"max_abs_err": errors, "failures": failures}
+    return {"max_abs_err": errors, "failures": failures, "candidates": candidates}
 
 
 def random_hidden(
@@ -319,8 +356,8 @@ def row_loop(
         counts=torch.full((1,), n, device=logits.device),
     )
     rows = min(rows, n)
-    exp_sums = ExpSums([1.0 / t for t in temps], power, rows * logits.shape[2], logits.device)
-    return lambda: _chunked_row_stats(logits, packed, exp_sums, rows)
+    betas = [1.0 / t for t in temps]
+    return lambda: _chunked_row_stats(logits, packed, betas, rows, power)
 
 
 def graph_replay(
@@ -389,6 +426,25 @@ def logits_variants(
             (
                 {"method": "fused", "chunk_rows": rows},
                 lambda r=rows: multi_temperature_loglik(z, tokens, temps, mask, chunk_size=r),
+            )
+        )
+    for rows in profile.sdpa_chunks:
+        variants.append(
+            (
+                {"method": "sdpa_lse", "chunk_rows": rows},
+                lambda r=rows: sdpa_lse_loglik(z, tokens, temps, mask, chunk_size=r),
+            )
+        )
+    for rows in profile.compile_chunks:
+        if not args.compile:
+            variants.append(
+                ({"method": "compiled_chunks", "status": "skipped: no --compile"}, None)
+            )
+            break
+        variants.append(
+            (
+                {"method": "compiled_chunks", "chunk_rows": rows},
+                lambda r=rows: compiled_chunk_stats_loglik(z, tokens, temps, mask, chunk_size=r),
             )
         )
     if len(temps) == max(profile.ks) and n in profile.sizes:
@@ -594,6 +650,18 @@ def summarise(rows: list[dict], k: int, n: int) -> dict:
             "goal": 1.5,
         }
     summary["x_roofline"] = {"value": default["x_roofline"], "goal": 10}
+    summary["candidates"] = {}
+    for name in CANDIDATES:
+        tried = [r for r in ok if r["method"] == name]
+        if tried:
+            fastest = min(tried, key=lambda r: r["median_ms"])
+            summary["candidates"][name] = {
+                "chunk_rows": fastest["chunk_rows"],
+                "median_ms": fastest["median_ms"],
+                "extra_mib": fastest["extra_mib"],
+                "speedup_vs_fused_default": default["median_ms"] / fastest["median_ms"],
+                "x_roofline": fastest["x_roofline"],
+            }
     return summary
 
 
@@ -604,6 +672,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--time-budget-s", type=float, default=240.0)
     parser.add_argument("--exp-rate", type=float, default=4e12, help="assumed exp/s")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the torch.compile candidate (Triton on CUDA, C++ on CPU; opt-in)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     deadline = started + args.time_budget_s
@@ -630,7 +703,7 @@ def main(argv: list[str] | None = None) -> None:
     logits = random_logits(max(profile.sizes + profile.fused_only_sizes), profile.vocab, device, 0)
     recorder = Recorder(args.out, meta)
     print("correctness (float64 reference on a slice)", flush=True)
-    meta["correctness"] = check_correctness(profile, device, logits)
+    meta["correctness"] = check_correctness(profile, device, logits, args.compile)
     recorder.flush()
     if meta["correctness"]["failures"]:
         raise SystemExit(f"correctness failed: {meta['correctness']['failures']}")

@@ -99,9 +99,15 @@ def multi_temperature_loglik(
 
 
 def _chunked_row_stats(
-    logits: torch.Tensor, packed: PackedTokens, betas: list[float], rows: int
+    logits: torch.Tensor,
+    packed: PackedTokens,
+    betas: list[float],
+    rows: int,
+    power: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row max shift [N] and ``log S_k`` [K, N] (fp32) of every valid token's logit row.
+
+    ``power``: the ``ExpSums`` strategy, None for the device's (the GPU benchmark sweeps both).
 
     Chunks of ``rows`` rows run on the calling thread, or on CPU (large calls) on
     ``chunk_workers`` threads, each with its own chunk buffers (see ``workers``). Neither
@@ -115,14 +121,15 @@ def _chunked_row_stats(
     sums = torch.empty(len(betas), n, dtype=torch.float32, device=device)
     table = _row_table(logits, packed) if n else None
     num_chunks = -(-n // rows)
-    fp32_rows = 1 if uses_power_sums(device) else 2  # as in default_chunk_rows
+    power = uses_power_sums(device) if power is None else power
+    fp32_rows = 1 if power else 2  # as in default_chunk_rows
     chunk_bytes = rows * vocab * (4 * fp32_rows + logits.element_size())
     workers = chunk_workers(device, num_chunks, n * vocab, chunk_bytes)
 
     def make_worker() -> Callable[[int], None]:
         buf = torch.empty(rows * vocab, dtype=torch.float32, device=device)
         row_max = torch.empty(rows, dtype=torch.float32, device=device)
-        exp_sums = ExpSums(betas, uses_power_sums(device), rows * vocab, device)
+        exp_sums = ExpSums(betas, power, rows * vocab, device)
 
         def work(chunk: int) -> None:
             start = chunk * rows

@@ -44,3 +44,13 @@ def test_tiny_run_writes_complete_results(tmp_path):
     assert {"gemm_then_fused", "fused_hidden_default", "fused_hidden"} <= hidden
     assert report["goals"]["available"] is True
     assert report["device_rates"]["exp_rate_source"].startswith("assumed")
+    strategies = {r["method"]: r["status"] for r in logits_rows if "row_loop_" in r["method"]}
+    assert strategies["fused_row_loop_power"] == strategies["fused_row_loop_clamped"] == "ok"
+    assert {r["status"] for r in logits_rows if r["method"] == "sdpa_lse"} == {"ok"}
+    assert {r["status"] for r in logits_rows if r["method"] == "compiled_chunks"} == {
+        "skipped: no --compile"
+    }
+    candidates = report["correctness"]["candidates"]
+    assert set(candidates) == {f"sdpa_lse/{d}" for d in ("bfloat16", "float16", "float32")}
+    assert all(c["exact"] for c in candidates.values())  # CPU: the fp32 attention path
+    assert report["goals"]["candidates"]["sdpa_lse"]["speedup_vs_fused_default"] > 0
