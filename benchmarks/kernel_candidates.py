@@ -119,9 +119,11 @@ def sdpa_lse_loglik(
     for j in range(z_parts_count):
         for i, part in enumerate(beta_parts):
             query[0, 0, :, j * len(beta_parts) + i] = part
+    queries = query.expand(rows * blocks, 1, len(betas), head_dim).contiguous()
     keys = torch.zeros(rows, vocab, head_dim, dtype=torch.bfloat16, device=device)
-    values = torch.zeros(rows * blocks, 1, vocab // blocks, head_dim, dtype=torch.bfloat16)
-    values = values.to(device)
+    values = torch.zeros(
+        rows * blocks, 1, vocab // blocks, head_dim, dtype=torch.bfloat16, device=device
+    )
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         c = stop - start
@@ -132,8 +134,7 @@ def sdpa_lse_loglik(
             for i in range(len(beta_parts)):
                 keys[:c, :, j * len(beta_parts) + i] = part
         k = keys[:c].view(c * blocks, 1, vocab // blocks, head_dim)
-        q = query.expand(c * blocks, 1, len(betas), head_dim)
-        lse = attention_lse(q, k, values[: c * blocks])  # [c * blocks, 1, K]
+        lse = attention_lse(queries[: c * blocks], k, values[: c * blocks])  # [c * blocks, 1, K]
         log_sums[:, start:stop] = torch.logsumexp(lse.view(c, blocks, len(betas)), dim=1).T
     target = logits[packed.batch, packed.pos, packed.targets].float()
     shift = torch.zeros(n, dtype=torch.float32, device=device)
