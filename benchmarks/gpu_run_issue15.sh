@@ -2,7 +2,7 @@
 # The prepared GPU run of issue 15, one call on the device machine (run from the repository
 # root; a bare checkout is enough: numpy, pydantic, torch and transformers must import):
 #
-#   OUT=/path/to/out bash benchmarks/gpu_run_issue15.sh           # H100/H200: ~6 min
+#   OUT=/path/to/out bash benchmarks/gpu_run_issue15.sh           # H100/H200: ~6 min (estimate)
 #   TINY=1 OUT=/tmp/x bash benchmarks/gpu_run_issue15.sh          # CPU smoke run, seconds
 #
 # 1. the kernel sweep with the candidate paths (attention log-sum-exp, torch.compile, CUDA

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from tampo_core.loglik.budget import rows_within_budget
+from tampo_core.loglik.exp_sums import EXP_FLOOR, finite_shift
 from tampo_core.loglik.result import TemperatureLoglik, finish_mean_loglik
 from tampo_core.loglik.tokens import PackedTokens, pack_valid_tokens
 from tampo_core.validation import check_float_tensor, check_temperatures
@@ -84,7 +85,30 @@ def default_sdpa_rows(vocab: int, head_dim: int) -> int:
     return rows_within_budget(1024, 2 * 2 * vocab * head_dim)
 
 
+RowStats = Callable[[torch.Tensor, PackedTokens, list[float]], tuple[torch.Tensor, torch.Tensor]]
+"""``(logits, packed, betas) -> (shift [N], log S_k [K, N])``, fp32, per valid token's row."""
+
+
 @torch.no_grad()
+def _loglik_from_row_stats(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    temperatures: Sequence[float],
+    mask: torch.Tensor | None,
+    row_stats: RowStats,
+) -> TemperatureLoglik:
+    """The shipped kernel's checks, token packing and per-sequence mean
+    (``finish_mean_loglik``) around a candidate's ``row_stats``."""
+    check_float_tensor("logits", logits, 3, "[B, L, V]")
+    batch, length, vocab = logits.shape
+    temps = check_temperatures("temperatures", temperatures)
+    packed = pack_valid_tokens(tokens, mask, batch, length, vocab, logits.device)
+    betas = [1.0 / t for t in temps]
+    shift, log_sums = row_stats(logits, packed, betas)
+    target = logits[packed.batch, packed.pos, packed.targets].float()
+    return finish_mean_loglik(target, shift, log_sums, betas, packed)
+
+
 def sdpa_lse_loglik(
     logits: torch.Tensor,
     tokens: torch.Tensor,
@@ -100,20 +124,24 @@ def sdpa_lse_loglik(
         temperatures: K temperatures; chunk_size: valid-token rows per chunk (default: the
             64 MiB budget); block_target: keys per attention sequence.
     """
-    check_float_tensor("logits", logits, 3, "[B, L, V]")
-    batch, length, vocab = logits.shape
-    temps = check_temperatures("temperatures", temperatures)
-    packed = pack_valid_tokens(tokens, mask, batch, length, vocab, logits.device)
-    device = logits.device
-    betas = [1.0 / t for t in temps]
+    stats = functools.partial(_sdpa_row_stats, chunk_size=chunk_size, block_target=block_target)
+    return _loglik_from_row_stats(logits, tokens, temperatures, mask, stats)
+
+
+def _sdpa_row_stats(
+    logits: torch.Tensor,
+    packed: PackedTokens,
+    betas: list[float],
+    chunk_size: int | None,
+    block_target: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero shifts and ``log S_k`` from the attention kernel's log-sum-exp, chunk by chunk."""
+    device, vocab, n = logits.device, logits.shape[2], packed.num_tokens
     beta_parts = bf16_parts(torch.tensor(betas, device=device))
     z_parts_count = 1 if logits.dtype == torch.bfloat16 else MAX_PARTS
-    products = len(beta_parts) * z_parts_count
-    head_dim = -(-products // 8) * 8
-    rows = chunk_size or default_sdpa_rows(vocab, head_dim)
-    rows = max(1, min(rows, packed.num_tokens))
+    head_dim = -(-len(beta_parts) * z_parts_count // 8) * 8
+    rows = max(1, min(chunk_size or default_sdpa_rows(vocab, head_dim), n))
     blocks = vocab_blocks(vocab, block_target)
-    n = packed.num_tokens
     log_sums = torch.empty(len(betas), n, dtype=torch.float32, device=device)
     query = torch.zeros(1, 1, len(betas), head_dim, dtype=torch.bfloat16, device=device)
     for j in range(z_parts_count):
@@ -136,18 +164,15 @@ def sdpa_lse_loglik(
         k = keys[:c].view(c * blocks, 1, vocab // blocks, head_dim)
         lse = attention_lse(queries[: c * blocks], k, values[: c * blocks])  # [c * blocks, 1, K]
         log_sums[:, start:stop] = torch.logsumexp(lse.view(c, blocks, len(betas)), dim=1).T
-    target = logits[packed.batch, packed.pos, packed.targets].float()
-    shift = torch.zeros(n, dtype=torch.float32, device=device)
-    return finish_mean_loglik(target, shift, log_sums, betas, packed)
+    return torch.zeros(n, dtype=torch.float32, device=device), log_sums
 
 
-def _chunk_stats(
-    x: torch.Tensor, betas: torch.Tensor, floor: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row max [c] and ``log S_k`` [K, c] of fp32 rows ``x`` [c, V] (clamped exps)."""
-    shift = x.amax(dim=1)
+def _chunk_stats(x: torch.Tensor, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row shift [c] (``finite_shift`` of the max) and ``log S_k`` [K, c] of fp32 rows ``x``
+    [c, V], with the shipped kernel's clamped exps."""
+    shift = finite_shift(x.amax(dim=1))
     d = (x - shift.unsqueeze(1)).unsqueeze(0) * betas.view(-1, 1, 1)
-    return shift, d.clamp_min(floor).exp().sum(dim=2).log()
+    return shift, d.clamp_min(EXP_FLOOR).exp().sum(dim=2).log()
 
 
 @functools.cache
@@ -155,7 +180,6 @@ def _compiled() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     return torch.compile(_chunk_stats, dynamic=False)
 
 
-@torch.no_grad()
 def compiled_chunk_stats_loglik(
     logits: torch.Tensor,
     tokens: torch.Tensor,
@@ -165,19 +189,18 @@ def compiled_chunk_stats_loglik(
 ) -> TemperatureLoglik:
     """``multi_temperature_loglik`` with each chunk's row statistics from ``torch.compile``
     (one fused program per chunk shape; the last, shorter chunk compiles once more)."""
-    check_float_tensor("logits", logits, 3, "[B, L, V]")
-    batch, length, vocab = logits.shape
-    temps = check_temperatures("temperatures", temperatures)
-    packed: PackedTokens = pack_valid_tokens(tokens, mask, batch, length, vocab, logits.device)
-    betas = [1.0 / t for t in temps]
-    beta = torch.tensor(betas, dtype=torch.float32, device=logits.device)
-    n = packed.num_tokens
-    shift = torch.empty(n, dtype=torch.float32, device=logits.device)
-    log_sums = torch.empty(len(betas), n, dtype=torch.float32, device=logits.device)
-    fn = _compiled()
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        x = logits[packed.batch[start:stop], packed.pos[start:stop]].float()
-        shift[start:stop], log_sums[:, start:stop] = fn(x, beta, -80.0)
-    target = logits[packed.batch, packed.pos, packed.targets].float()
-    return finish_mean_loglik(target, shift, log_sums, betas, packed)
+
+    def stats(
+        z: torch.Tensor, packed: PackedTokens, betas: list[float]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        beta = torch.tensor(betas, dtype=torch.float32, device=z.device)
+        n = packed.num_tokens
+        shift = torch.empty(n, dtype=torch.float32, device=z.device)
+        log_sums = torch.empty(len(betas), n, dtype=torch.float32, device=z.device)
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            x = z[packed.batch[start:stop], packed.pos[start:stop]].float()
+            shift[start:stop], log_sums[:, start:stop] = _compiled()(x, beta)
+        return shift, log_sums
+
+    return _loglik_from_row_stats(logits, tokens, temperatures, mask, stats)

@@ -60,12 +60,11 @@ import numpy as np
 import torch
 
 from benchmarks import smollm2
-from benchmarks.baselines import EntropyTargetController, StagedSchedule
 from benchmarks.diagnostics import RecordingMetaPolicy
 from benchmarks.methods import check_method, make_temperature_policy
 from benchmarks.suite import RESULTS, machine
 from benchmarks.suite_report import write_report
-from benchmarks.suite_run import EVAL_TEMPERATURES, MAIN_METHODS, own_temperature
+from benchmarks.suite_run import EVAL_TEMPERATURES, MAIN_METHODS, log_step, own_temperature
 from tampo_core import PAPER_TEMPERATURES, TempMetaPolicy
 from tampo_core.adapters.torch_loop import group_advantages, grpo_update, sample_completions
 
@@ -264,14 +263,7 @@ def run(cfg: RealLMConfig, model_dir: Path | None) -> dict[str, Any]:
         grpo_update(
             model, opt, ids, rollout, adv, temperature, temperature_policy=tp, attention_mask=mask
         )
-        log["step_seconds"].append(time.perf_counter() - t0)
-        log["temperature"].append(float(temperature))
-        log["reward"].append(float(rewards.mean()))
-        log["truncation"].append(cut)
-        if isinstance(tp, EntropyTargetController):
-            log["entropy"].append(tp.last_entropy)
-        if isinstance(tp, StagedSchedule):
-            log["diversity"].append(tp.last_diversity)
+        log_step(log, tp, time.perf_counter() - t0, temperature, rewards, cut)
     if isinstance(tp, RecordingMetaPolicy):
         log.update(tp.record)
     shift = float((_probe_logprobs(model, enc, probe) - before).abs().max())

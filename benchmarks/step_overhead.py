@@ -1,7 +1,7 @@
 """TAMPO's share of a real GRPO update step on a GPU (issue 15), for both likelihood paths.
 
-    PYTHONUNBUFFERED=1 python -m benchmarks.step_overhead --out DIR            # one GPU, ~2 min
-    python -m benchmarks.step_overhead --tiny --out DIR                         # CPU, seconds
+    PYTHONUNBUFFERED=1 python -m benchmarks.step_overhead --out DIR     # one GPU, ~2 min (estimate)
+    python -m benchmarks.step_overhead --tiny --out DIR                 # CPU, seconds
 
 A Qwen2-architecture causal LM is built from a config (``--model 0.5b``: Qwen2.5-0.5B's shapes,
 ``1.5b``: Qwen2.5-1.5B's; random weights, nothing is downloaded) with fp32 weights, AdamW and
@@ -132,11 +132,12 @@ class Step:
         self.micro_batch, self.device = micro_batch, device
         self.tampo_seconds = 0.0
 
-    def _autocast(self) -> torch.autocast:
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on CUDA, a no-op on CPU."""
         enabled = self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def _tampo(self, fn: Callable[[], TemperatureLoglik], instrument: bool) -> TemperatureLoglik:
+    def _tampo(self, fn: Callable[[], Any], instrument: bool) -> Any:
         if not instrument:
             return fn()
         sync(self.device)
@@ -146,24 +147,25 @@ class Step:
         self.tampo_seconds += time.perf_counter() - start
         return out
 
-    def likelihoods(
-        self, out: Any, comp: torch.Tensor
-    ) -> tuple[TemperatureLoglik, TemperatureLoglik]:
-        """(logits path, hidden path) for one micro-batch's forward output."""
-        p = self.batch.prompt
-        temps = self.policy.temperatures
-        logits = out.logits[:, p - 1 : -1].detach()
-        hidden = out.hidden_states[-1][:, p - 1 : -1].detach()
+    def from_logits(self, out: Any, comp: torch.Tensor) -> TemperatureLoglik:
+        """TAMPO's likelihoods from a forward output's (detached) completion logits."""
+        logits = out.logits[:, self.batch.prompt - 1 : -1].detach()
+        return multi_temperature_loglik(logits, comp, self.policy.temperatures)
+
+    def from_hidden(self, out: Any, comp: torch.Tensor) -> TemperatureLoglik:
+        """The same from its final (post-norm) hidden states and the LM head."""
+        hidden = out.hidden_states[-1][:, self.batch.prompt - 1 : -1].detach()
         weight = self.model.get_output_embeddings().weight.detach()
-        with self._autocast():
-            from_hidden = multi_temperature_loglik_from_hidden(hidden, weight, comp, temps)
-        return multi_temperature_loglik(logits, comp, temps), from_hidden
+        with self.autocast():
+            return multi_temperature_loglik_from_hidden(
+                hidden, weight, comp, self.policy.temperatures
+            )
 
     def run(self, arm: str, instrument: bool = False) -> float:
         """Seconds of one step of ``arm`` (synchronised before and after)."""
         self.tampo_seconds = 0.0
         p, ids, adv = self.batch.prompt, self.batch.ids, self.batch.advantages
-        temps = self.policy.temperatures
+        paths = {"tampo_logits": self.from_logits, "tampo_hidden": self.from_hidden}
         sync(self.device)
         start = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
@@ -171,7 +173,7 @@ class Step:
         for lo in range(0, ids.shape[0], self.micro_batch):
             mb = ids[lo : lo + self.micro_batch]
             comp = mb[:, p:]
-            with self._autocast():
+            with self.autocast():
                 out = self.model(
                     input_ids=mb, use_cache=False, output_hidden_states=arm == "tampo_hidden"
                 )
@@ -179,18 +181,8 @@ class Step:
             logp = token_logprobs(logits, comp)
             loss = -(adv[lo : lo + self.micro_batch, None] * logp).mean()
             loss.mul(mb.shape[0] / ids.shape[0]).backward()
-            if arm == "tampo_logits":
-                kernel = functools.partial(multi_temperature_loglik, logits.detach(), comp, temps)
-                parts.append(self._tampo(kernel, instrument))
-            elif arm == "tampo_hidden":
-                hidden = out.hidden_states[-1][:, p - 1 : -1].detach()
-                weight = self.model.get_output_embeddings().weight.detach()
-
-                def from_hidden(h=hidden, w=weight, c=comp) -> TemperatureLoglik:
-                    with self._autocast():
-                        return multi_temperature_loglik_from_hidden(h, w, c, temps)
-
-                parts.append(self._tampo(from_hidden, instrument))
+            if arm in paths:
+                parts.append(self._tampo(functools.partial(paths[arm], out, comp), instrument))
             del out, logits, logp, loss
         if parts:
             joined = TemperatureLoglik(
@@ -237,10 +229,11 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join([sys.executable, "-m", "benchmarks.step_overhead", *(argv or sys.argv[1:])])
     print(f"{args.model} on {device}, {args.completions} x {args.completion_tokens} tokens")
 
-    with torch.no_grad(), step._autocast():
+    with torch.no_grad(), step.autocast():
         out = model(input_ids=batch.ids[: args.micro_batch], output_hidden_states=True)
-    from_logits, from_hidden = step.likelihoods(out, batch.completion[: args.micro_batch])
-    path_gap = float((from_logits.loglik - from_hidden.loglik).abs().max())
+    comp = batch.completion[: args.micro_batch]
+    gap = step.from_logits(out, comp).loglik - step.from_hidden(out, comp).loglik
+    path_gap = float(gap.abs().max())
     del out
 
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}

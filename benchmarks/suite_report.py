@@ -154,14 +154,20 @@ def summarise(runs: list[dict[str, Any]], order: Sequence[str]) -> list[dict[str
     return rows
 
 
+def finals_by_run(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
+    """(task, method) -> seed -> final metrics: the pairing key of every comparison."""
+    by: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
+    for r in runs:
+        by[(r["spec"]["task"], r["spec"]["method"])][r["spec"]["seed"]] = r["final"]
+    return by
+
+
 def versus_best_fixed(runs: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
     """Per task, method (neither fixed nor ``sft``) and metric (each evaluation setting on its
     own): the best fixed T chosen after the fact on the evaluation set (an oracle sweep), and
     the method minus it, paired by seed, with :func:`paired_verdict` (uncorrected for the
     number of comparisons). Truncation rates are not compared."""
-    by: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
-    for r in runs:
-        by[(r["spec"]["task"], r["spec"]["method"])][r["spec"]["seed"]] = r["final"]
+    by = finals_by_run(runs)
     compared = [m for m in metrics if split_metric(m)[0] != "truncation"]
     out = []
     for task in sorted({t for t, _ in by}):
@@ -283,9 +289,7 @@ def versus_reference(
 ) -> list[dict[str, Any]]:
     """Per task and method in ``methods``: ``metric`` of the method minus ``reference``,
     paired by seed, with :func:`paired_verdict` (uncorrected for multiple comparisons)."""
-    by: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
-    for r in runs:
-        by[(r["spec"]["task"], r["spec"]["method"])][r["spec"]["seed"]] = r["final"]
+    by = finals_by_run(runs)
     out = []
     for task in sorted({t for t, _ in by}):
         theirs = by.get((task, reference), {})

@@ -140,20 +140,34 @@ def _train(
             temperature_policy=tp,
             rewards=rewards if pass_rewards else None,
         )
-        log["step_seconds"].append(time.perf_counter() - t0)
-        mean_t = temperature.mean() if isinstance(temperature, torch.Tensor) else temperature
-        log["temperature"].append(float(mean_t))
-        log["reward"].append(float(rewards.mean()))
         cut = truncated(task, rollout.completion_ids, rollout.completion_mask)
-        log["truncation"].append(float(cut.float().mean()))
-        if isinstance(tp, EntropyTargetController):
-            log["entropy"].append(tp.last_entropy)
-        if isinstance(tp, StagedSchedule):
-            log["diversity"].append(tp.last_diversity)
+        log_step(log, tp, time.perf_counter() - t0, temperature, rewards, cut.float().mean())
     if isinstance(tp, RecordingMetaPolicy):
         log.update(tp.record)
     curve.append(_curve_point(model, task, curve_set, spec.steps))
     return log
+
+
+def log_step(
+    log: dict[str, list[Any]],
+    tp: Any,
+    seconds: float,
+    temperature: float | torch.Tensor,
+    rewards: torch.Tensor,
+    truncation: float | torch.Tensor,
+) -> None:
+    """Append one step's traces to ``log`` (see :func:`_empty_log`): its time, the sampled T
+    (the mean of a per-row ``[B]`` tensor), mean reward, truncation rate, and the controller
+    state of the E3 and staged baselines."""
+    log["step_seconds"].append(seconds)
+    mean_t = temperature.mean() if isinstance(temperature, torch.Tensor) else temperature
+    log["temperature"].append(float(mean_t))
+    log["reward"].append(float(rewards.mean()))
+    log["truncation"].append(float(truncation))
+    if isinstance(tp, EntropyTargetController):
+        log["entropy"].append(tp.last_entropy)
+    if isinstance(tp, StagedSchedule):
+        log["diversity"].append(tp.last_diversity)
 
 
 def _empty_log() -> dict[str, list[Any]]:

@@ -140,7 +140,7 @@ def run_chunks(
             _decide("caller", lost)
             return
         _decide("workers", lost)
-    lost.restart()
+        lost.restart()
     _run_on_workers(range(first, num_chunks), workers, make_worker)
     if lost.process_wide and not lost.contended():
         _decide("caller", lost)
